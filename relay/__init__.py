@@ -1,0 +1,3 @@
+"""Leak-tracing mail relay."""
+
+__version__ = "0.1.0"

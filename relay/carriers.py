@@ -1,0 +1,198 @@
+"""Where a text may carry bits: the gaps between words that a copy can double safely.
+
+`analyse_plain` and `analyse_html` take the decoded text of one MIME part and return a Layout:
+its units (normalised words, for alignment) and, for each gap between consecutive units, whether
+it is a carrier and of which class. Rules (see README, "How it works"):
+- a carrier is a run of one or two ASCII spaces between two words on the same line;
+- never at a line end, never next to a URL or e-mail address, never between two number groups;
+- none in quoted lines ('>'), after a signature separator ('-- '), in lines too long to grow;
+- in HTML: only in text nodes outside pre, code, tt, kbd, samp, textarea, script, style, head,
+  title, blockquote and elements whose class or id names a quote or signature.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from .tokens import (
+    RAW_TOKEN,
+    group_units,
+    is_address_like,
+    is_numeric_group,
+    is_sentence_gap,
+)
+
+NONE, SENTENCE, WORD = 0, 1, 2
+SIG_LINE = re.compile(r"(?m)^[ \t\u00a0]*--[ \u00a0]?\r?$")
+MAX_CARRIER_LINE = 900  # characters; a longer line keeps its bytes
+
+
+@dataclass(frozen=True)
+class Gap:
+    start: int  # offsets of the whitespace run in the part's decoded text
+    end: int
+    cls: int  # NONE, SENTENCE or WORD
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # "plain" or "html"
+    words: tuple[str, ...]  # normalised units
+    gaps: tuple[Gap, ...]  # len(words) - 1 entries (cls NONE where no carrier)
+
+    def carriers(self) -> list[tuple[int, Gap]]:
+        return [(i, g) for i, g in enumerate(self.gaps) if g.cls != NONE]
+
+
+def _layout(kind: str, rendered: str, offsets: list[int], source: str,
+            blocked: list[bool]) -> Layout:
+    """Units and carriers of a rendered text whose character i came from source[offsets[i]]
+    (-1: synthetic line break); blocked[i] marks characters in excluded regions."""
+    sig = SIG_LINE.search(rendered)
+    if sig:
+        blocked[sig.start():] = [True] * (len(rendered) - sig.start())
+    matches = list(RAW_TOKEN.finditer(rendered))
+    raw = [m.group() for m in matches]
+    units = group_units(raw)
+    gaps: list[Gap] = []
+    for k in range(len(units) - 1):
+        left, right = units[k], units[k + 1]
+        a, b = matches[left.last].end(), matches[right.first].start()
+        cls = NONE
+        ltok, rtok = raw[left.last], raw[right.first]
+        ws = rendered[a:b]
+        src_a = offsets[a]
+        if (
+            right.first == left.last + 1
+            and ws in (" ", "  ")
+            and src_a >= 0
+            and offsets[b - 1] == src_a + len(ws) - 1
+            and source[src_a:src_a + len(ws)] == ws
+            and not any(blocked[matches[left.last].start():matches[right.first].end()])
+            and not is_address_like(ltok) and not is_address_like(rtok)
+            and not (is_numeric_group(ltok) and is_numeric_group(rtok))
+        ):
+            cls = SENTENCE if is_sentence_gap(ltok, rtok) else WORD
+        if cls != NONE:
+            gaps.append(Gap(src_a, src_a + len(ws), cls))
+        else:
+            gaps.append(Gap(offsets[a] if offsets[a] >= 0 else 0,
+                            offsets[a] if offsets[a] >= 0 else 0, NONE))
+    return Layout(kind, tuple(u.norm for u in units), tuple(gaps))
+
+
+QUOTED = re.compile(r"^[ \t]*>")
+
+
+def analyse_plain(text: str) -> Layout:
+    """Layout of a text/plain body (format=flowed or fixed; the rules are the same, since a
+    carrier never touches a line end)."""
+    blocked = [False] * len(text)
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if QUOTED.match(body) or len(body) > MAX_CARRIER_LINE:
+            for i in range(pos, pos + len(line)):
+                blocked[i] = True
+        pos += len(line)
+    return _layout("plain", text, list(range(len(text))), text, blocked)
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+HTML_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<!\[CDATA\[.*?(?:\]\]>|\Z)"
+    r"|<[!?][^>]*>?"
+    r"|</?[A-Za-z][^\s/>]*(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
+    re.S,
+)
+TAG_NAME = re.compile(r"</?([A-Za-z][^\s/>]*)")
+ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
+RAWTEXT = {"script", "style", "textarea", "title", "xmp"}
+EXCLUDED = {"pre", "code", "tt", "kbd", "samp", "textarea", "script", "style", "head", "title",
+            "blockquote", "xmp", "listing", "plaintext"}
+EXCLUDED_ATTR = re.compile(r"""(?:class|id)\s*=\s*["']?[^"'>]*(?:quote|signature)""", re.I)
+BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "tbody", "thead",
+         "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote", "section", "article",
+         "header", "footer", "pre", "dd", "dt", "dl", "center", "form", "nav", "aside",
+         "address", "figure", "figcaption", "main", "body", "html", "head", "title"}
+VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "param",
+        "source", "track", "wbr"}
+
+
+def analyse_html(text: str) -> Layout:
+    """Layout of a text/html body: rendered text of the text nodes, carriers written so that a
+    browser shows them (see embed: NBSP + space)."""
+    rendered: list[str] = []
+    offsets: list[int] = []
+    blocked: list[bool] = []
+    stack: list[tuple[str, bool]] = []  # open elements that exclude their content
+    depth_excluded = 0
+
+    def emit_text(start: int, end: int) -> None:
+        ex = depth_excluded > 0
+        pos = start
+        for m in ENTITY.finditer(text, start, end):
+            for i in range(pos, m.start()):
+                rendered.append(text[i])
+                offsets.append(i)
+                blocked.append(ex)
+            for ch in html.unescape(m.group()):
+                rendered.append(ch)
+                offsets.append(-1)  # entity: never part of a carrier gap
+                blocked.append(ex)
+            pos = m.end()
+        for i in range(pos, end):
+            rendered.append(text[i])
+            offsets.append(i)
+            blocked.append(ex)
+
+    def emit_break() -> None:
+        rendered.append("\n")
+        offsets.append(-1)
+        blocked.append(True)
+
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = HTML_TOKEN.search(text, pos)
+        if m is None:
+            emit_text(pos, n)
+            break
+        if m.start() > pos:
+            emit_text(pos, m.start())
+        tag = m.group()
+        pos = m.end()
+        nm = TAG_NAME.match(tag)
+        if not nm:
+            continue
+        name = nm.group(1).lower()
+        closing = tag.startswith("</")
+        if name in BLOCK:
+            emit_break()
+        if closing:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i][0] == name:
+                    for _, ex in stack[i:]:
+                        depth_excluded -= ex
+                    del stack[i:]
+                    break
+            continue
+        if name in VOID or tag.endswith("/>"):
+            continue
+        excluded = name in EXCLUDED or bool(EXCLUDED_ATTR.search(tag))
+        if name in RAWTEXT:
+            end = re.compile(rf"</{name}\b", re.I).search(text, pos)
+            stop = end.start() if end else n
+            if name == "textarea":
+                depth_excluded += 1
+                emit_text(pos, stop)
+                depth_excluded -= 1
+            pos = stop
+            continue
+        stack.append((name, excluded))
+        depth_excluded += excluded
+    return _layout("html", "".join(rendered), offsets, text, blocked)

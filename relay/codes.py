@@ -1,0 +1,102 @@
+"""Keyed derivations: message identity, word hashes, carrier keys and per-recipient code bits.
+
+Everything secret comes from the signature key; nothing here is derivable from public data.
+Per carrier, a recipient's bit is 1 (doubled gap) with probability `bias` (0.5 for sentence gaps,
+the profile's word rate for ordinary word gaps), drawn from a keyed PRF of
+(message identity, recipient, carrier key). The carrier key depends on the words around the gap,
+so the text/plain and text/html renderings of the same sentence carry the same bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Iterable, Sequence
+
+from .carriers import SENTENCE, WORD
+
+TWO64 = float(1 << 64)
+
+
+def _sub(key: bytes, label: bytes) -> bytes:
+    return hmac.new(key, label, hashlib.sha256).digest()
+
+
+def message_identity(raw: bytes, sender: str) -> str:
+    """What makes a retry 'the same message': the envelope sender and every byte of the
+    message. Not keyed, so it is stable across key rotation; not secret (stored, never sent)."""
+    h = hashlib.sha256()
+    h.update(sender.encode("utf-8", "surrogateescape").lower())
+    h.update(b"\0")
+    h.update(raw)
+    return h.hexdigest()
+
+
+def word_hashes(key: bytes, words: Iterable[str]) -> list[int]:
+    """Keyed 63-bit hashes of normalised words (stored instead of the plaintext)."""
+    wk = _sub(key, b"relay/words/v1")[:32]
+    out = []
+    for w in words:
+        d = hashlib.blake2b(w.encode("utf-8"), key=wk, digest_size=8).digest()
+        out.append(struct.unpack(">q", d)[0] >> 1 & 0x3FFFFFFFFFFFFFFF)
+    return out
+
+
+def pack_hashes(hashes: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(hashes)}q", *hashes)
+
+
+def unpack_hashes(blob: bytes) -> list[int]:
+    return list(struct.unpack(f">{len(blob) // 8}q", blob))
+
+
+def shingles(hashes: Sequence[int], k: int = 3) -> list[int]:
+    """Hashes of k consecutive word hashes: the index that finds a message from an excerpt."""
+    out = []
+    for i in range(len(hashes) - k + 1):
+        d = hashlib.blake2b(struct.pack(f">{k}q", *hashes[i:i + k]), digest_size=8).digest()
+        out.append(struct.unpack(">q", d)[0] >> 1)
+    return out
+
+
+def carrier_keys(hashes: Sequence[int]) -> list[bytes]:
+    """A key for every gap g (between word g and g+1): the two words on each side plus how
+    often that context occurred before, so repeated phrases still get distinct keys."""
+    seen: dict[bytes, int] = {}
+    n = len(hashes)
+    out = []
+    for g in range(n - 1):
+        ctx = tuple(hashes[i] if 0 <= i < n else -1 for i in range(g - 1, g + 3))
+        c = struct.pack(">4q", *ctx)
+        occ = seen.get(c, 0)
+        seen[c] = occ + 1
+        out.append(c + struct.pack(">I", occ))
+    return out
+
+
+def bias(cls: int, word_rate: float) -> float:
+    if cls == SENTENCE:
+        return 0.5
+    if cls == WORD:
+        return word_rate
+    return 0.0
+
+
+class CodeBook:
+    """Bits of one message for any recipient."""
+
+    def __init__(self, key: bytes, identity: str) -> None:
+        self._key = _sub(key, b"relay/code/v1|" + identity.encode())
+
+    def seed(self, recipient: str) -> bytes:
+        return hmac.new(self._key, recipient.lower().encode("utf-8", "surrogateescape"),
+                        hashlib.sha256).digest()
+
+    def uniforms(self, recipient: str, ckeys: Sequence[bytes]) -> list[float]:
+        s = self.seed(recipient)
+        return [int.from_bytes(hashlib.blake2b(c, key=s, digest_size=8).digest(), "big") / TWO64
+                for c in ckeys]
+
+    def bits(self, recipient: str, ckeys: Sequence[bytes], biases: Sequence[float]) -> list[int]:
+        return [int(u < p) for u, p in zip(self.uniforms(recipient, ckeys), biases, strict=True)]

@@ -1,0 +1,214 @@
+"""The SQLite log: fingerprinted messages, their text layouts (as keyed hashes), and every copy.
+
+No message plaintext is stored: words are kept as keyed 63-bit hashes (enough to align an
+excerpt, useless without the key), plus the carrier class of each gap. Codes are not stored;
+they are regenerated from the key, the message identity and the recipient.
+
+The file and its -wal/-shm companions are created mode 0600. Schema changes go through
+MIGRATIONS, tracked in PRAGMA user_version.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+PENDING, ACCEPTED, TEMPFAIL, PERMFAIL = "pending", "accepted", "tempfail", "permfail"
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable, locked, full); str() is one line."""
+
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE messages (
+        identity TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        word_rate REAL NOT NULL,
+        sender TEXT NOT NULL,
+        message_id TEXT,
+        subject TEXT,
+        date TEXT,
+        size INTEGER NOT NULL,
+        carriers INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        identity TEXT NOT NULL REFERENCES messages(identity),
+        part TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        words BLOB NOT NULL,
+        classes BLOB NOT NULL,
+        UNIQUE(identity, part)
+    );
+    CREATE TABLE shingles (
+        hash INTEGER NOT NULL,
+        doc_id INTEGER NOT NULL REFERENCES documents(id),
+        PRIMARY KEY (hash, doc_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE copies (
+        identity TEXT NOT NULL REFERENCES messages(identity),
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reply TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (identity, recipient)
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: int
+    identity: str
+    part: str
+    kind: str
+    words: bytes
+    classes: bytes
+
+
+def _secure_create(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+
+
+class Store:
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        try:
+            if create:
+                _secure_create(path)
+            elif not path.exists():
+                raise StoreError(f"{path}: database not found")
+            old = os.umask(0o077)  # -wal/-shm/-journal: never readable by others
+            try:
+                conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                os.umask(old)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open database: {e}") from None
+        except OSError as e:
+            raise StoreError(f"{path}: cannot open database: {e.strerror}") from None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: database schema {version} is newer than this relay")
+        for i in range(version, len(MIGRATIONS)):
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                for stmt in MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        self.db.conn.execute(stmt)
+                self.db.conn.execute(f"PRAGMA user_version = {i + 1}")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # --- relay side ---------------------------------------------------------------------
+
+    def record_message(self, *, identity: str, key_id: str, word_rate: float, sender: str,
+                       message_id: str | None, subject: str | None, date: str | None,
+                       size: int, documents: Sequence[tuple[str, str, bytes, bytes]],
+                       doc_shingles: Sequence[Iterable[int]]) -> None:
+        """Log a fingerprinted message once (a retry finds it already there)."""
+        try:
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                if self.db.execute("SELECT 1 FROM messages WHERE identity = ?",
+                                   [identity]).fetchone():
+                    return
+                carriers = sum(sum(1 for c in d[3] if c) for d in documents)
+                self.db["messages"].insert({
+                    "identity": identity, "key_id": key_id, "word_rate": word_rate,
+                    "sender": sender, "message_id": message_id, "subject": subject,
+                    "date": date, "size": size, "carriers": carriers,
+                    "created_at": time.time(),
+                })
+                for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
+                    cur = self.db.conn.execute(
+                        "INSERT INTO documents (identity, part, kind, words, classes) "
+                        "VALUES (?, ?, ?, ?, ?)", [identity, part, kind, words, classes])
+                    doc_id = cur.lastrowid
+                    self.db.conn.executemany(
+                        "INSERT OR IGNORE INTO shingles (hash, doc_id) VALUES (?, ?)",
+                        [(h, doc_id) for h in set(sh)])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record message: {e}") from None
+
+    def copy_states(self, identity: str) -> dict[str, str]:
+        try:
+            rows = self.db.execute("SELECT recipient, state FROM copies WHERE identity = ?",
+                                   [identity]).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read copies: {e}") from None
+        return dict(rows)
+
+    def set_copy_state(self, identity: str, recipient: str, state: str,
+                       reply: str | None = None) -> None:
+        """Durably record one copy's state (committed, fsynced) before returning."""
+        try:
+            with self.db.conn:
+                self.db.conn.execute(
+                    "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
+                    "state = excluded.state, reply = excluded.reply, "
+                    "attempts = copies.attempts + excluded.attempts, "
+                    "updated_at = excluded.updated_at",
+                    [identity, recipient, state, reply, int(state != PENDING), time.time()])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record copy: {e}") from None
+
+    # --- decode side --------------------------------------------------------------------
+
+    def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
+        """(doc_id, shared shingles) for documents sharing shingles with an excerpt."""
+        if not hashes:
+            return []
+        uniq = list(set(hashes))
+        counts: dict[int, int] = {}
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            q = ("SELECT doc_id, count(*) FROM shingles WHERE hash IN (%s) GROUP BY doc_id"
+                 % ",".join("?" * len(chunk)))
+            for doc_id, c in self.db.execute(q, chunk).fetchall():
+                counts[doc_id] = counts.get(doc_id, 0) + c
+        return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+
+    def document(self, doc_id: int) -> DocumentRow:
+        row = self.db.execute("SELECT id, identity, part, kind, words, classes FROM documents "
+                              "WHERE id = ?", [doc_id]).fetchone()
+        return DocumentRow(*row)
+
+    def documents_of(self, identity: str) -> list[DocumentRow]:
+        rows = self.db.execute("SELECT id, identity, part, kind, words, classes FROM documents "
+                               "WHERE identity = ? ORDER BY id", [identity]).fetchall()
+        return [DocumentRow(*r) for r in rows]
+
+    def message(self, identity: str) -> dict:
+        return next(self.db["messages"].rows_where("identity = ?", [identity]))
+
+    def recipients(self, identity: str) -> list[str]:
+        """Every recipient a copy was made for (whatever its delivery state)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT recipient FROM copies WHERE identity = ? ORDER BY recipient", [identity])]
