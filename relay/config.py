@@ -15,7 +15,7 @@ from typing import Any
 PROFILES: dict[str, float] = {
     # probability that a recipient's copy doubles an ordinary word gap
     "stealth": 0.0,  # sentence gaps only (the 2008 scheme)
-    "standard": 0.15,  # default: at most about one word gap in six changes
+    "standard": 0.16,  # default: at most one word gap in six changes
     "dense": 0.3,
 }
 
@@ -57,7 +57,6 @@ class Config:
 
     threshold: float = 1e-6
     ocr_languages: str = "eng+fra"
-    error_rate: float = 0.03
 
     source: str = "built-in defaults"
 
@@ -160,7 +159,7 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
     r.check_keys("policy", {"lists", "min_recipients", "members"})
     r.check_keys("store", {"path"})
     r.check_keys("signature", {"key_file", "profile"})
-    r.check_keys("decode", {"threshold", "ocr_languages", "error_rate"})
+    r.check_keys("decode", {"threshold", "ocr_languages"})
 
     def port(sec: str, default: int) -> int:
         p = r.get(sec, "port", int, default)
@@ -198,9 +197,6 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
     threshold = float(r.get("decode", "threshold", (int, float), d.threshold))
     if not 0 < threshold < 1:
         r.fail("decode.threshold", f"must be between 0 and 1, got {threshold}")
-    error_rate = float(r.get("decode", "error_rate", (int, float), d.error_rate))
-    if not 0 < error_rate < 0.5:
-        r.fail("decode.error_rate", f"must be between 0 and 0.5, got {error_rate}")
     tls_cert = r.path("listen", "tls_cert", None)
     tls_key = r.path("listen", "tls_key", None)
     if (tls_cert is None) != (tls_key is None):
@@ -234,6 +230,5 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         profile=profile,
         threshold=threshold,
         ocr_languages=r.get("decode", "ocr_languages", str, d.ocr_languages),
-        error_rate=error_rate,
         source=source,
     )

@@ -1,0 +1,205 @@
+"""Command line: `relay serve`, `relay decode`, `relay rotate-key`.
+
+User-caused problems print one line on stderr and exit 2 (usage, config, missing input) or 1
+(cannot run: database unreadable, OCR engine missing). Never a traceback for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__, config, keys
+from .config import Config, ConfigError, parse_hostport
+from .store import StoreError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class CannotRun(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="relay", description="Leak-tracing SMTP relay.")
+    p.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run the SMTP relay in the foreground")
+    s.add_argument("--config", type=Path, help="config file (default ./config.toml if present)")
+    s.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    s.add_argument("--upstream", metavar="HOST:PORT", help="MTA reinjection address")
+    s.add_argument("--db", type=Path, help="SQLite database path")
+
+    d = sub.add_parser("decode", help="name the recipient whose copy suspect text came from")
+    d.add_argument("--config", type=Path)
+    d.add_argument("--db", type=Path)
+    d.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    d.add_argument("--image", action="store_true", help="the input is a screenshot")
+    d.add_argument("files", nargs="*", metavar="FILE", help="suspect text or image; - for stdin")
+
+    r = sub.add_parser("rotate-key", help="append a new signing key (old keys still decode)")
+    r.add_argument("--config", type=Path)
+    return p
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = config.load(args.config)
+    over: dict[str, object] = {}
+    if getattr(args, "listen", None):
+        over["listen_host"], over["listen_port"] = parse_hostport(args.listen, "--listen")
+    if getattr(args, "upstream", None):
+        over["upstream_host"], over["upstream_port"] = parse_hostport(args.upstream,
+                                                                      "--upstream")
+    if getattr(args, "db", None):
+        over["db_path"] = args.db
+    return cfg.with_overrides(**over)
+
+
+def _read_input(name: str, binary: bool) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{name}: is a directory") from None
+    except OSError as e:
+        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+
+
+def _excerpt(name: str, data: bytes, image: bool, cfg: Config) -> list:
+    from .tokens import excerpt_words
+
+    if image:
+        from .ocr import OcrUnavailable, read_image
+
+        try:
+            return read_image(data, cfg.ocr_languages)
+        except OcrUnavailable as e:
+            raise CannotRun(str(e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return excerpt_words(text)
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 or p == 0 else f"{p:.1e}"
+
+
+def render_report(rep: dict) -> str:
+    lines = []
+    verdict = rep["verdict"]
+    if verdict == "no_match":
+        lines.append("Verdict: NO MATCH. The text does not come from any logged fingerprinted "
+                     "message.")
+    else:
+        m = rep["message"]
+        top = rep["candidates"][0] if rep["candidates"] else None
+        if verdict == "identified" and top:
+            lines.append(f"Verdict: IDENTIFIED. The text comes from the copy sent to "
+                         f"{top['recipient']}.")
+        else:
+            lines.append("Verdict: INCONCLUSIVE. The message was found, but the evidence does "
+                         "not single out one recipient.")
+        lines.append(f"Message: {m['subject'] or '(no subject)'}  |  {m['date'] or '(no date)'}"
+                     f"  |  {m['message_id'] or '(no Message-ID)'}")
+        lines.append(f"Recipients scored: {rep['recipients_scored']}; threshold "
+                     f"{_fmt_p(rep['threshold'])}.")
+        for i, ex in enumerate(rep["excerpts"], 1):
+            label = f"Excerpt {i}: " if len(rep["excerpts"]) > 1 else "Excerpt: "
+            lines.append(f"{label}{ex['words']} words, {ex['words_aligned']} aligned, "
+                         f"{ex['bits_observed']} signature gaps read.")
+        for o in rep["other_messages"]:
+            lines.append(f"Also matches: {o['subject'] or '(no subject)'} | {o['date']} | "
+                         f"{o['message_id']}")
+        if top:
+            lines.append(f"Chance that some innocent recipient matches this well: "
+                         f"{_fmt_p(top['false_match_probability'])}")
+            lines.append("")
+            w = max(9, *(len(c["recipient"]) for c in rep["candidates"]))
+            lines.append(f"  #  {'recipient':<{w}}  matching/observed  false-match probability")
+            for i, c in enumerate(rep["candidates"], 1):
+                lines.append(f"{i:>3}  {c['recipient']:<{w}}  "
+                             f"{c['bits_matching']:>8}/{c['bits_observed']:<8}  "
+                             f"{_fmt_p(c['false_match_probability'])}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .decoding import decode
+    from .store import Store
+
+    cfg = _load(args)
+    names = args.files or ["-"]
+    if names.count("-") > 1:
+        raise UsageError("relay decode: standard input can be read only once")
+    inputs = []
+    for name in names:
+        image = args.image or Path(name).suffix.lower() in IMAGE_SUFFIXES
+        inputs.append((name, _read_input(name, image), image))
+    try:
+        keyring = keys.load(cfg.key_file)
+    except keys.KeyError_ as e:
+        raise CannotRun(str(e)) from None
+    try:
+        store = Store(cfg.db_path, create=False)
+    except StoreError as e:
+        raise CannotRun(str(e)) from None
+    excerpts = [_excerpt(n, data, img, cfg) for n, data, img in inputs]
+    try:
+        rep = decode(excerpts, store, keyring, cfg.threshold).as_json()
+    except StoreError as e:
+        raise CannotRun(str(e)) from None
+    if args.json:
+        print(json.dumps(rep, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_report(rep))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(_load(args))
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    kid = keys.rotate(cfg.key_file)
+    print(f"new signing key {kid} appended to {cfg.key_file}; older keys still decode")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return {"serve": cmd_serve, "decode": cmd_decode, "rotate-key": cmd_rotate}[
+            args.command](args)
+    except (UsageError, ConfigError) as e:
+        print(str(e) if str(e).startswith("relay") else f"relay: {e}", file=sys.stderr)
+        return 2
+    except (CannotRun, StoreError, keys.KeyError_) as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""From suspect text to a verdict: find the logged message, read its carriers, rank recipients.
+
+Works through a `Log` (the Store satisfies it) so the logic stays free of SQLite; every choice
+made before scoring (which message, which part, which gaps) looks only at the words, never at
+any recipient's code, so the reported false-match probability stays honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .align import Alignment, align
+from .codes import CodeBook, bias, carrier_keys, shingles, unpack_hashes, word_hashes
+from .keys import Keyring
+from .score import disagreements, family_wise, null_rates, p_at_most
+from .tokens import ExcerptWord
+
+MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
+MIN_SHARE = 0.25  # ... nor is aligning under a quarter of the excerpt
+MAX_CANDIDATES = 10
+
+
+class Log(Protocol):
+    def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]: ...
+    def document(self, doc_id: int) -> Any: ...
+    def message(self, identity: str) -> dict: ...
+    def recipients(self, identity: str) -> list[str]: ...
+
+
+@dataclass
+class Candidate:
+    recipient: str
+    bits_observed: int
+    bits_matching: int
+    p_value: float
+    false_match_probability: float = 1.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "bits_observed": self.bits_observed,
+                "bits_matching": self.bits_matching,
+                "false_match_probability": self.false_match_probability}
+
+
+@dataclass
+class Evidence:
+    """What one excerpt shows of one logged message."""
+
+    identity: str
+    key: bytes
+    ckeys: list[bytes]
+    biases: list[float]
+    bits: list[int]
+    matched_words: int
+    words: int
+
+
+@dataclass
+class Report:
+    verdict: str
+    message: dict[str, Any] | None
+    candidates: list[Candidate]
+    others: list[dict[str, Any]] = field(default_factory=list)
+    excerpts: list[dict[str, Any]] = field(default_factory=list)
+    recipients: int = 0
+    threshold: float = 1e-6
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "message": self.message,
+            "candidates": [c.as_json() for c in self.candidates],
+            "other_messages": self.others,
+            "excerpts": self.excerpts,
+            "recipients_scored": self.recipients,
+            "threshold": self.threshold,
+        }
+
+
+def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[Evidence]:
+    """Every logged message this excerpt aligns with, best alignment per message."""
+    best: dict[str, tuple[tuple[int, int], Evidence]] = {}
+    norms = [w.norm for w in words]
+    gaps = [w.gap_after for w in words]
+    need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
+    for key_id, key in keyring.keys:
+        hashes = word_hashes(key, norms)
+        for doc_id, _hits in log.find_documents(shingles(hashes)):
+            doc = log.document(doc_id)
+            msg = log.message(doc.identity)
+            if msg["key_id"] != key_id:
+                continue
+            doc_hashes = unpack_hashes(doc.words)
+            a: Alignment = align(hashes, gaps, doc_hashes)
+            if a.matched < need:
+                continue
+            ck = carrier_keys(doc_hashes)
+            obs = [(g, b) for g, b in a.observed if doc.classes[g]]
+            ev = Evidence(doc.identity, key, [ck[g] for g, _ in obs],
+                          [bias(doc.classes[g], msg["word_rate"]) for g, _ in obs],
+                          [b for _, b in obs], a.matched, len(words))
+            rank = (a.matched, len(obs))
+            if doc.identity not in best or rank > best[doc.identity][0]:
+                best[doc.identity] = (rank, ev)
+    return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
+
+
+def _meta(log: Log, identity: str) -> dict[str, Any]:
+    m = log.message(identity)
+    return {"message_id": m["message_id"], "subject": m["subject"], "date": m["date"]}
+
+
+def _score(evidence: Sequence[Evidence],
+           recipients: Sequence[Sequence[str]]) -> list[Candidate]:
+    """Rank recipients on the pooled evidence of the messages they received."""
+    per: dict[str, tuple[int, int, list[float]]] = {}
+    for idx, ev in enumerate(evidence):
+        book = CodeBook(ev.key, ev.identity)
+        rates = null_rates(ev.biases, ev.bits)
+        for r in recipients[idx]:
+            code = [int(u < p) for u, p in zip(book.uniforms(r, ev.ckeys), ev.biases,
+                                                strict=True)]
+            d = disagreements(code, ev.bits)
+            n0, d0, rr = per.get(r, (0, 0, []))
+            per[r] = (n0 + len(ev.bits), d0 + d, rr + rates)
+    out = [Candidate(r, n, n - d, p_at_most(rates, d) if n else 1.0)
+           for r, (n, d, rates) in per.items()]
+    return out
+
+
+def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring,
+           threshold: float = 1e-6) -> Report:
+    """One or several excerpts -> verdict. With several, each excerpt contributes the message it
+    aligns best with, and a recipient's evidence is pooled over the excerpts of the messages
+    they received."""
+    found = [_matches(words, log, keyring) for words in excerpts]
+    info = [{"words": len(w), "messages_matched": len(f),
+             "words_aligned": f[0].matched_words if f else 0,
+             "bits_observed": len(f[0].bits) if f else 0} for w, f in zip(excerpts, found,
+                                                                           strict=True)]
+    if not any(found):
+        return Report("no_match", None, [], excerpts=info, threshold=threshold)
+
+    if len(excerpts) == 1:
+        # one excerpt, maybe several messages (an announcement sent twice): try each, keep the
+        # strongest, and count every recipient of every message tried
+        trials = []
+        total = 0
+        for ev in found[0]:
+            rcpts = log.recipients(ev.identity)
+            total += len(rcpts)
+            cands = sorted(_score([ev], [rcpts]), key=lambda c: (c.p_value, c.recipient))
+            trials.append((cands[0].p_value if cands else 1.0, ev, cands))
+        trials.sort(key=lambda t: t[0])
+        _, ev, cands = trials[0]
+        main = ev.identity
+        others = [_meta(log, e.identity) | {"recipients": len(log.recipients(e.identity))}
+                  for _, e, _c in trials[1:]]
+    else:
+        chosen = [f[0] for f in found if f]
+        rcpt_lists = [log.recipients(ev.identity) for ev in chosen]
+        total = len({r for lst in rcpt_lists for r in lst})
+        cands = sorted(_score(chosen, rcpt_lists), key=lambda c: (c.p_value, c.recipient))
+        ids = list(dict.fromkeys(ev.identity for ev in chosen))
+        main = ids[0]
+        others = [_meta(log, i) for i in ids[1:]]
+    cands = cands[:MAX_CANDIDATES]
+    for c in cands:
+        c.false_match_probability = family_wise(c.p_value, total)
+    verdict = ("identified" if cands and cands[0].false_match_probability <= threshold
+               else "inconclusive")
+    return Report(verdict, _meta(log, main), cands, others, info, total, threshold)

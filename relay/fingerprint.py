@@ -1,0 +1,147 @@
+"""From one message to per-recipient copies: find the text parts, their carriers, and embed.
+
+`prepare()` does the per-message work once (parse, analyse, hash); `Prepared.copy_for()` is the
+cheap per-recipient step (derive bits, splice). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import mime
+from .carriers import NONE, Gap, Layout, analyse_html, analyse_plain
+from .codes import (
+    CodeBook,
+    bias,
+    carrier_keys,
+    message_identity,
+    pack_hashes,
+    shingles,
+    word_hashes,
+)
+
+log = logging.getLogger("relay.fingerprint")
+
+NBSP_HTML = "&nbsp; "
+
+
+@dataclass(frozen=True)
+class Document:
+    """One rewritable text part as the store keeps it."""
+
+    part: str
+    kind: str
+    hashes: tuple[int, ...]
+    classes: bytes  # per gap: carriers.NONE / SENTENCE / WORD
+
+    @property
+    def words_blob(self) -> bytes:
+        return pack_hashes(self.hashes)
+
+    def shingles(self) -> list[int]:
+        return shingles(self.hashes)
+
+
+@dataclass
+class Prepared:
+    raw: bytes
+    identity: str
+    key_id: str
+    word_rate: float
+    meta: dict[str, str | None]
+    documents: list[Document]
+    skipped: list[str]
+    _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
+    _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
+    _ckeys: list[bytes] = field(repr=False, default_factory=list)
+    _biases: list[float] = field(repr=False, default_factory=list)
+    _book: CodeBook | None = field(repr=False, default=None)
+
+    @property
+    def carriers(self) -> int:
+        return len(self._ckeys)
+
+    def bits_for(self, recipient: str) -> list[int]:
+        assert self._book is not None
+        return self._book.bits(recipient, self._ckeys, self._biases)
+
+    def copy_for(self, recipient: str) -> bytes:
+        """The recipient's copy: the original bytes with its carrier gaps set to its code."""
+        if not self._ckeys:
+            return self.raw
+        return self._render(self.bits_for(recipient))
+
+    def _render(self, bits: Sequence[int]) -> bytes:
+        edits: dict[str, list[tuple[int, int, str]]] = {}
+        j = 0
+        for part, gaps in zip(self._parts, self._gaps, strict=True):
+            out: list[tuple[int, int, str]] = []
+            for _, g in gaps:
+                b = bits[j]
+                j += 1
+                if part.subtype == "html":
+                    new = NBSP_HTML if b else " "
+                else:
+                    new = "  " if b else " "
+                if part.text[g.start:g.end] != new:
+                    out.append((g.start, g.end, new))
+            if out:
+                edits[part.path] = out
+        return mime.render(self.raw, self._parts, edits)
+
+
+def _meta(raw: bytes) -> dict[str, str | None]:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head + b"\n\n")
+
+    def get(name: str) -> str | None:
+        try:
+            v = msg.get(name)
+            return None if v is None else " ".join(str(v).split())[:500]
+        except Exception:  # a malformed header is metadata we can live without
+            return None
+
+    return {"message_id": get("Message-ID"), "subject": get("Subject"), "date": get("Date")}
+
+
+def analyse(part: mime.TextPart) -> Layout:
+    return analyse_html(part.text) if part.subtype == "html" else analyse_plain(part.text)
+
+
+def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) -> Prepared:
+    """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
+    reason is in `skipped` and logged)."""
+    identity = message_identity(raw, sender)
+    parts, skipped = mime.text_parts(raw)
+    p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
+                 meta=_meta(raw), documents=[], skipped=list(skipped))
+    book = CodeBook(key, identity)
+    for part in parts:
+        layout = analyse(part)
+        hashes = word_hashes(key, layout.words)
+        ckeys = carrier_keys(hashes)
+        gaps = [(i, g) for i, g in layout.carriers() if bias(g.cls, word_rate) > 0]
+        if not gaps:
+            continue
+        # the worst case (every carrier doubled) must render, or the part is left alone
+        worst = [(g.start, g.end, NBSP_HTML if part.subtype == "html" else "  ")
+                 for _, g in gaps]
+        try:
+            mime.render(raw, [part], {part.path: worst})
+        except mime.UnsafeEdit as e:
+            p.skipped.append(f"part {part.path or '1'}: {e}")
+            continue
+        classes = bytes(g.cls if bias(g.cls, word_rate) > 0 else NONE for g in layout.gaps)
+        p.documents.append(Document(part.path, part.subtype, tuple(hashes), classes))
+        p._parts.append(part)
+        p._gaps.append(gaps)
+        p._ckeys.extend(ckeys[i] for i, _ in gaps)
+        p._biases.extend(bias(g.cls, word_rate) for _, g in gaps)
+    p._book = book
+    for reason in p.skipped:
+        log.info("message %s: left unchanged: %s", identity[:12], reason)
+    return p
