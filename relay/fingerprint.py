@@ -112,6 +112,32 @@ def analyse(part: mime.TextPart) -> Layout:
     return analyse_html(part.text) if part.subtype == "html" else analyse_plain(part.text)
 
 
+MAX_LINE = 998  # octets, RFC 5322
+
+
+def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[int, Gap]]:
+    """In a part sent as-is (7bit/8bit), keep only as many carriers per line as can all be
+    doubled without the line passing 998 octets."""
+    grow = len(NBSP_HTML) - 1 if part.subtype == "html" else 1
+    text = part.text
+    kept: list[tuple[int, Gap]] = []
+    line_start, room = -1, 0
+    for i, g in gaps:
+        start = text.rfind("\n", 0, g.start) + 1
+        if start != line_start:
+            end = text.find("\n", g.start)
+            line = text[start:end if end >= 0 else len(text)].rstrip("\r")
+            try:
+                size = len(line.encode(part.charset))
+            except (UnicodeError, LookupError):
+                size = MAX_LINE
+            line_start, room = start, MAX_LINE - size
+        if room >= grow:
+            room -= grow
+            kept.append((i, g))
+    return kept
+
+
 def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged)."""
@@ -125,6 +151,8 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) 
         hashes = word_hashes(key, layout.words)
         ckeys = carrier_keys(hashes)
         gaps = [(i, g) for i, g in layout.carriers() if bias(g.cls, word_rate) > 0]
+        if part.cte in ("7bit", "8bit", "binary"):
+            gaps = _fit_lines(part, gaps)
         if not gaps:
             continue
         # the worst case (every carrier doubled) must render, or the part is left alone
@@ -135,7 +163,8 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) 
         except mime.UnsafeEdit as e:
             p.skipped.append(f"part {part.path or '1'}: {e}")
             continue
-        classes = bytes(g.cls if bias(g.cls, word_rate) > 0 else NONE for g in layout.gaps)
+        kept = {i for i, _ in gaps}
+        classes = bytes(g.cls if i in kept else NONE for i, g in enumerate(layout.gaps))
         p.documents.append(Document(part.path, part.subtype, tuple(hashes), classes))
         p._parts.append(part)
         p._gaps.append(gaps)
