@@ -34,20 +34,64 @@ def align(excerpt: Sequence[int], gaps: Sequence[int | None], doc: Sequence[int]
     for i in range(m - K + 1):
         index[tuple(doc[i:i + K])].append(i)
     mapping: list[int | None] = [None] * n
-    # anchors, rarest first: a phrase that occurs once in the document is the surest
-    anchors: list[tuple[int, int, int]] = []
-    for k in range(n - K + 1):
-        hits = index.get(tuple(excerpt[k:k + K]))
-        if hits and len(hits) <= 3:
-            anchors.extend((len(hits), k, i) for i in hits)
-    anchors.sort()
     used: set[int] = set()
-    for _, k, i in anchors:
+
+    def place(k: int, i: int) -> bool:
         if all(mapping[k + t] is None and (i + t) not in used for t in range(K)):
             for t in range(K):
                 mapping[k + t] = i + t
                 used.add(i + t)
-    # extend runs both ways; allow one substituted word when the next one agrees again
+            return True
+        return False
+
+    windows = [(k, index.get(tuple(excerpt[k:k + K]), [])) for k in range(n - K + 1)]
+    # 1. phrases that occur once in the document fix the offset for certain
+    for k, hits in windows:
+        if len(hits) == 1:
+            place(k, hits[0])
+    _extend(excerpt, doc, mapping, used)
+    # 2. a repeated phrase is placed only where it continues a neighbour's offset
+    changed = True
+    while changed:
+        changed = False
+        for k, hits in windows:
+            if len(hits) < 2 or mapping[k] is not None:
+                continue
+            want = set()
+            if k > 0 and mapping[k - 1] is not None:
+                want.add(mapping[k - 1] + 1)
+            if k + K < n and mapping[k + K] is not None:
+                want.add(mapping[k + K] - K)
+            fits = [i for i in hits if i in want]
+            if len(fits) == 1 and place(k, fits[0]):
+                changed = True
+        if changed:
+            _extend(excerpt, doc, mapping, used)
+    # 3. an excerpt made only of repeated phrases: take their first occurrence (a wrong guess
+    #    costs the leaker evidence; it cannot make an innocent look guilty)
+    if all(x is None for x in mapping):
+        for k, hits in windows:
+            if hits:
+                place(k, hits[0])
+        _extend(excerpt, doc, mapping, used)
+    observed: dict[int, int] = {}
+    conflicts: set[int] = set()
+    for k in range(n - 1):
+        a, b, bit = mapping[k], mapping[k + 1], gaps[k]
+        if a is None or b != a + 1 or bit is None:
+            continue
+        if a in observed and observed[a] != bit:
+            conflicts.add(a)
+        observed[a] = bit
+    obs = tuple((g, b) for g, b in sorted(observed.items()) if g not in conflicts)
+    return Alignment(tuple(mapping), obs)
+
+
+def _extend(excerpt: Sequence[int], doc: Sequence[int], mapping: list[int | None],
+            used: set[int]) -> None:
+    """Grow mapped runs word by word along their offset; one differing word is taken as a
+    substitution (a typo) when the word after it agrees again."""
+    n, m = len(excerpt), len(doc)
     changed = True
     while changed:
         changed = False
@@ -67,14 +111,3 @@ def align(excerpt: Sequence[int], gaps: Sequence[int | None], doc: Sequence[int]
                     mapping[k2] = i2
                     used.add(i2)
                     changed = True
-    observed: dict[int, int] = {}
-    conflicts: set[int] = set()
-    for k in range(n - 1):
-        a, b, bit = mapping[k], mapping[k + 1], gaps[k]
-        if a is None or b != a + 1 or bit is None:
-            continue
-        if a in observed and observed[a] != bit:
-            conflicts.add(a)
-        observed[a] = bit
-    obs = tuple((g, b) for g, b in sorted(observed.items()) if g not in conflicts)
-    return Alignment(tuple(mapping), obs)

@@ -88,7 +88,7 @@ class _Reader:
         self.data = data
         self.source = source
         self.base = base
-        known = {"listen", "upstream", "policy", "store", "signature", "decode", "delivery"}
+        known = {"listen", "upstream", "policy", "store", "signature", "decode"}
         for k in data:
             if k not in known:
                 self.fail(k, f"unknown section (known: {', '.join(sorted(known))})")

@@ -106,6 +106,28 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
     return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
 
 
+def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
+    """One Evidence per message: a carrier seen by several excerpts counts once (and not at all
+    if they disagree), so repeating or overlapping excerpts adds no evidence."""
+    by_id: dict[str, list[Evidence]] = {}
+    for ev in evidence:
+        by_id.setdefault(ev.identity, []).append(ev)
+    out = []
+    for evs in by_id.values():
+        seen: dict[bytes, tuple[float, int]] = {}
+        bad: set[bytes] = set()
+        for ev in evs:
+            for ck, p, b in zip(ev.ckeys, ev.biases, ev.bits, strict=True):
+                if ck in seen and seen[ck][1] != b:
+                    bad.add(ck)
+                seen.setdefault(ck, (p, b))
+        keep = [(ck, p, b) for ck, (p, b) in seen.items() if ck not in bad]
+        out.append(Evidence(evs[0].identity, evs[0].key, [k for k, _, _ in keep],
+                            [p for _, p, _ in keep], [b for _, _, b in keep],
+                            sum(e.matched_words for e in evs), sum(e.words for e in evs)))
+    return out
+
+
 def _meta(log: Log, identity: str) -> dict[str, Any]:
     m = log.message(identity)
     return {"message_id": m["message_id"], "subject": m["subject"], "date": m["date"]}
@@ -158,7 +180,7 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
         others = [_meta(log, e.identity) | {"recipients": len(log.recipients(e.identity))}
                   for _, e, _c in trials[1:]]
     else:
-        chosen = [f[0] for f in found if f]
+        chosen = _merge([f[0] for f in found if f])
         rcpt_lists = [log.recipients(ev.identity) for ev in chosen]
         total = len({r for lst in rcpt_lists for r in lst})
         cands = sorted(_score(chosen, rcpt_lists), key=lambda c: (c.p_value, c.recipient))

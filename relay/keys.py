@@ -82,6 +82,7 @@ def rotate(path: Path) -> str:
     if not path.exists():
         _write_new(path, _new_line())
     else:
+        load(path)  # refuses a malformed or exposed file before a new secret goes into it
         with open(path, "a") as f:
             f.write(_new_line())
             f.flush()

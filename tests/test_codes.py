@@ -1,0 +1,233 @@
+"""Keyed derivations: identity, word hashes, carrier keys and per-recipient bits."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
+from relay.codes import (
+    CodeBook,
+    bias,
+    carrier_keys,
+    message_identity,
+    pack_hashes,
+    shingles,
+    unpack_hashes,
+    word_hashes,
+)
+
+KEY = bytes(range(32))
+KEY2 = bytes(range(1, 33))
+IDENT = "a" * 64
+
+
+def prose(n_paras: int = 12) -> list[str]:
+    text = Path("/usr/share/common-licenses/GPL-3").read_text()
+    paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
+    return [p for p in paras if len(p.split()) > 30][:n_paras]
+
+
+@pytest.fixture(scope="module")
+def layout_ckeys() -> tuple[list[bytes], list[float]]:
+    body = "\n\n".join(textwrap.fill(p, 72) for p in prose())
+    L = analyse_plain(body)
+    ck = carrier_keys(word_hashes(KEY, L.words))
+    cs = L.carriers()
+    return [ck[i] for i, _ in cs], [bias(g.cls, 0.16) for _, g in cs]
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+def test_message_identity_depends_on_every_byte_and_sender() -> None:
+    raw = b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nHello all.\r\n"
+    base = message_identity(raw, "boss@example.com")
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert message_identity(raw, "boss@example.com") == base
+    seen = {base}
+    for i in range(len(raw)):
+        for delta in (1, 128):
+            mutated = raw[:i] + bytes([(raw[i] + delta) % 256]) + raw[i + 1:]
+            seen.add(message_identity(mutated, "boss@example.com"))
+    assert len(seen) == 2 * len(raw) + 1
+    assert message_identity(raw + b"\r\n", "boss@example.com") != base
+    assert message_identity(raw[:-1], "boss@example.com") != base
+    assert message_identity(raw, "other@example.com") != base
+    assert message_identity(raw, "") != base
+    # sender and body are not simply concatenated
+    assert message_identity(b"xbody", "a@b") != message_identity(b"body", "a@bx")
+
+
+def test_message_identity_not_message_id_alone() -> None:
+    a = b"Message-ID: <same@x>\r\n\r\nfirst text\r\n"
+    b = b"Message-ID: <same@x>\r\n\r\nsecond text\r\n"
+    assert message_identity(a, "s@x") != message_identity(b, "s@x")
+
+
+# --- hashes ----------------------------------------------------------------------------------
+
+
+def test_word_hashes_keyed_and_deterministic() -> None:
+    words = ["the", "relay", "sends", "the", "copies"]
+    h = word_hashes(KEY, words)
+    assert h == word_hashes(KEY, words)
+    assert h[0] == h[3] and len(set(h)) == 4
+    assert all(0 <= x < 1 << 63 for x in h)
+    h2 = word_hashes(KEY2, words)
+    assert not set(h) & set(h2)
+    assert unpack_hashes(pack_hashes(h)) == h
+    assert len(pack_hashes(h)) == 8 * len(h)
+
+
+def test_shingles() -> None:
+    h = word_hashes(KEY, "a b c d a b c".split())
+    s = shingles(h)
+    assert len(s) == len(h) - 2
+    assert s[0] == s[4] and len(set(s)) == 4
+    assert shingles(h[:2]) == []
+    assert shingles(word_hashes(KEY, "x a b c y".split()))[1] == s[0]
+
+
+def test_carrier_keys_distinct_for_repeated_phrases() -> None:
+    words = ("this license " * 5 + "applies to each work under this license " * 4).split()
+    h = word_hashes(KEY, words)
+    ck = carrier_keys(h)
+    assert len(ck) == len(words) - 1
+    assert len(set(ck)) == len(ck)
+
+
+def test_carrier_keys_depend_on_local_context_only() -> None:
+    a = word_hashes(KEY, "one two three four five six seven eight".split())
+    b = word_hashes(KEY, "zero one two three four five six seven eight".split())
+    ca, cb = carrier_keys(a), carrier_keys(b)
+    # gap "three|four" has the same neighbourhood in both texts, so the same key
+    assert ca[2] == cb[3]
+    # the first gap of `a` has no left neighbour; in `b` the same gap does
+    assert ca[0] != cb[1]
+    # a changed word changes the keys of the gaps that see it, and only those
+    c = list(a)
+    c[4] = word_hashes(KEY, ["FIVE!"])[0]
+    cc = carrier_keys(c)
+    assert [x != y for x, y in zip(ca, cc, strict=True)] == [False, False, True, True, True,
+                                                             True, False]
+
+
+def test_plain_and_html_renderings_share_carrier_keys() -> None:
+    paras = prose(4)
+    plain = "\n\n".join(textwrap.fill(p, 72) for p in paras)
+    rich = ("<html><body>" + "".join(
+        f"<p>{html.escape(p, quote=False).replace('copyright', '<b>copyright</b>')}</p>\n"
+        for p in paras) + "</body></html>")
+    Lp, Lh = analyse_plain(plain), analyse_html(rich)
+    assert Lp.words == Lh.words
+    ckp, ckh = carrier_keys(word_hashes(KEY, Lp.words)), carrier_keys(word_hashes(KEY, Lh.words))
+    assert ckp == ckh
+    # the gaps that carry bits in both renderings (all but the plain line ends) are the same
+    # gaps with the same class, hence the same bits for every recipient
+    hp = {i: g.cls for i, g in Lp.carriers()}
+    hh = {i: g.cls for i, g in Lh.carriers()}
+    common = set(hp) & set(hh)
+    assert len(common) > 0.8 * len(hp)
+    assert all(hp[i] == hh[i] for i in common)
+    book = CodeBook(KEY, IDENT)
+    idx = sorted(common)
+    bp = book.bits("alice@example.com", [ckp[i] for i in idx], [0.3] * len(idx))
+    bh = book.bits("alice@example.com", [ckh[i] for i in idx], [0.3] * len(idx))
+    assert bp == bh and 0 < sum(bp) < len(bp)
+
+
+# --- bits ------------------------------------------------------------------------------------
+
+
+def test_bias() -> None:
+    assert bias(SENTENCE, 0.16) == 0.5
+    assert bias(WORD, 0.16) == 0.16
+    assert bias(WORD, 0.0) == 0.0
+    assert bias(0, 0.3) == 0.0
+
+
+def test_bits_deterministic(layout_ckeys: tuple[list[bytes], list[float]]) -> None:
+    ck, bs = layout_ckeys
+    a = CodeBook(KEY, IDENT).bits("alice@example.com", ck, bs)
+    assert a == CodeBook(KEY, IDENT).bits("alice@example.com", ck, bs)
+    # recipient addresses compare case-insensitively
+    assert a == CodeBook(KEY, IDENT).bits("Alice@Example.COM", ck, bs)
+    assert set(a) == {0, 1}
+
+
+def _diff(a: list[int], b: list[int]) -> int:
+    return sum(x != y for x, y in zip(a, b, strict=True))
+
+
+def test_bits_differ_by_key_identity_recipient(
+        layout_ckeys: tuple[list[bytes], list[float]]) -> None:
+    ck, _ = layout_ckeys
+    half = [0.5] * len(ck)
+    n = len(ck)
+    assert n > 300
+    a = CodeBook(KEY, IDENT).bits("alice@example.com", ck, half)
+    others = [
+        CodeBook(KEY2, IDENT).bits("alice@example.com", ck, half),
+        CodeBook(KEY, "b" * 64).bits("alice@example.com", ck, half),
+        CodeBook(KEY, IDENT).bits("bob@example.com", ck, half),
+        CodeBook(KEY, IDENT).bits("alice@example.org", ck, half),
+    ]
+    for o in others:
+        # independent fair coins: about half differ
+        assert abs(_diff(a, o) - n / 2) < 5 * math.sqrt(n / 4)
+
+
+def test_bits_follow_bias_threshold(layout_ckeys: tuple[list[bytes], list[float]]) -> None:
+    ck, _ = layout_ckeys
+    book = CodeBook(KEY, IDENT)
+    u = book.uniforms("carol@example.com", ck)
+    assert all(0.0 <= x < 1.0 for x in u)
+    assert book.bits("carol@example.com", ck, [0.0] * len(ck)) == [0] * len(ck)
+    assert book.bits("carol@example.com", ck, [1.0] * len(ck)) == [1] * len(ck)
+    # monotone in bias: a 1 at bias p stays a 1 at any larger bias
+    lo = book.bits("carol@example.com", ck, [0.1] * len(ck))
+    hi = book.bits("carol@example.com", ck, [0.3] * len(ck))
+    assert all(h >= g for g, h in zip(lo, hi, strict=True))
+    with pytest.raises(ValueError):
+        book.bits("carol@example.com", ck, [0.5])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.16, 0.05])
+def test_empirical_bias(layout_ckeys: tuple[list[bytes], list[float]], p: float) -> None:
+    ck, _ = layout_ckeys
+    ck = ck[:40]
+    book = CodeBook(KEY, IDENT)
+    n_rcpt = 400
+    ones = 0
+    per_carrier = [0] * len(ck)
+    for r in range(n_rcpt):
+        bits = book.bits(f"user{r}@example.com", ck, [p] * len(ck))
+        ones += sum(bits)
+        for j, b in enumerate(bits):
+            per_carrier[j] += b
+    total = n_rcpt * len(ck)
+    sd = math.sqrt(p * (1 - p) / total)
+    assert abs(ones / total - p) < 5 * sd
+    # every carrier gets its own coin across recipients (not one coin per message)
+    sd1 = math.sqrt(p * (1 - p) / n_rcpt)
+    assert all(abs(c / n_rcpt - p) < 5.5 * sd1 for c in per_carrier)
+
+
+def test_bits_independent_across_recipients(
+        layout_ckeys: tuple[list[bytes], list[float]]) -> None:
+    ck, _ = layout_ckeys
+    ck = ck[:64]
+    book = CodeBook(KEY, IDENT)
+    codes = {tuple(book.bits(f"u{r}@x.org", ck, [0.5] * 64)) for r in range(300)}
+    assert len(codes) == 300
+    # pairwise agreement of two codes is ~ 1/2 per bit
+    a = book.bits("u1@x.org", ck, [0.5] * 64)
+    agree = [64 - _diff(a, book.bits(f"v{r}@x.org", ck, [0.5] * 64)) for r in range(200)]
+    mean = sum(agree) / len(agree)
+    assert abs(mean - 32) < 5 * math.sqrt(16 / 200)
