@@ -20,6 +20,9 @@ PROFILES: dict[str, float] = {
 }
 
 
+NUM = (int, float)
+
+
 class ConfigError(Exception):
     """A user-caused configuration problem; str() is the one line to show."""
 
@@ -107,7 +110,8 @@ class _Reader:
         val = self.section(sec).get(key, default)
         if val is default:
             return default
-        ok = isinstance(val, typ) and not (isinstance(val, bool) and typ in (int, float, (int, float)))
+        numeric = typ in (int, float, (int, float))
+        ok = isinstance(val, typ) and not (isinstance(val, bool) and numeric)
         if not ok:
             names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
             self.fail(f"{sec}.{key}", f"expected {names}, got {val!r}")
@@ -220,8 +224,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         upstream_host=r.get("upstream", "host", str, d.upstream_host),
         upstream_port=port("upstream", d.upstream_port),
         concurrency=positive("upstream", "concurrency", int, d.concurrency, 1),
-        upstream_timeout=float(positive("upstream", "timeout", (int, float), d.upstream_timeout, 1)),
-        fanout_budget=float(positive("upstream", "fanout_budget", (int, float), d.fanout_budget, 1)),
+        upstream_timeout=float(positive("upstream", "timeout", NUM, d.upstream_timeout, 1)),
+        fanout_budget=float(positive("upstream", "fanout_budget", NUM, d.fanout_budget, 1)),
         lists=lists,
         min_recipients=positive("policy", "min_recipients", int, d.min_recipients, 0),
         members=members,

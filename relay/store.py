@@ -65,6 +65,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (identity, recipient)
     );
     """,
+    # 2: relay side: per-recipient outcome of ordinary (not fingerprinted) mail, so a retry
+    # after a partial delivery skips the recipients that already have it; and the delivery
+    # status notifications already sent, so a retry does not send a second one.
+    """
+    CREATE TABLE deliveries (
+        identity TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reply TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (identity, recipient)
+    );
+    CREATE INDEX deliveries_updated ON deliveries(updated_at);
+    CREATE TABLE notices (
+        identity TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        reply TEXT,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -179,6 +199,113 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
+    def set_copy_states(self, identity: str,
+                        outcomes: Iterable[tuple[str, str, str | None]]) -> None:
+        """Like set_copy_state for several (recipient, state, reply) at once: one transaction,
+        one fsync (group commit for a busy fan-out)."""
+        now = time.time()
+        try:
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                self.db.conn.executemany(
+                    "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
+                    "state = excluded.state, reply = excluded.reply, "
+                    "attempts = copies.attempts + excluded.attempts, "
+                    "updated_at = excluded.updated_at",
+                    [(identity, r, st, rep, int(st != PENDING), now) for r, st, rep in outcomes])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record copy: {e}") from None
+
+    def signing_of(self, identity: str) -> tuple[str, float] | None:
+        """(key_id, word_rate) a logged message was signed with; None if not logged yet. A retry
+        must make its copies with these, even after a key rotation or a profile change."""
+        try:
+            row = self.db.execute("SELECT key_id, word_rate FROM messages WHERE identity = ?",
+                                  [identity]).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read messages: {e}") from None
+        return None if row is None else (row[0], row[1])
+
+    def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
+        """Note every recipient a copy is about to be made for (state pending) in one
+        transaction; rows already there keep their state."""
+        now = time.time()
+        try:
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                self.db.conn.executemany(
+                    "INSERT OR IGNORE INTO copies (identity, recipient, state, reply, attempts, "
+                    "updated_at) VALUES (?, ?, ?, NULL, 0, ?)",
+                    [(identity, r, PENDING, now) for r in recipients])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record copies: {e}") from None
+
+    def copy_details(self, identity: str) -> dict[str, tuple[str, str | None]]:
+        """recipient -> (state, last upstream reply) for every copy of a message."""
+        try:
+            rows = self.db.execute("SELECT recipient, state, reply FROM copies "
+                                   "WHERE identity = ?", [identity]).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read copies: {e}") from None
+        return {r: (st, rep) for r, st, rep in rows}
+
+    def delivery_states(self, identity: str) -> dict[str, tuple[str, str | None]]:
+        """recipient -> (state, reply) of an ordinary message delivered in part before."""
+        try:
+            rows = self.db.execute("SELECT recipient, state, reply FROM deliveries "
+                                   "WHERE identity = ?", [identity]).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read deliveries: {e}") from None
+        return {r: (st, rep) for r, st, rep in rows}
+
+    def set_delivery_states(self, identity: str,
+                            outcomes: Iterable[tuple[str, str, str | None]]) -> None:
+        """Durably record (recipient, state, reply) of an ordinary message, one transaction."""
+        now = time.time()
+        try:
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                self.db.conn.executemany(
+                    "INSERT INTO deliveries (identity, recipient, state, reply, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
+                    "state = excluded.state, reply = excluded.reply, "
+                    "updated_at = excluded.updated_at",
+                    [(identity, r, st, rep, now) for r, st, rep in outcomes])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record delivery: {e}") from None
+
+    def prune_deliveries(self, older_than: float) -> int:
+        """Forget ordinary-mail outcomes not touched since `older_than` (epoch seconds)."""
+        try:
+            with self.db.conn:
+                cur = self.db.conn.execute("DELETE FROM deliveries WHERE updated_at < ?",
+                                           [older_than])
+                return cur.rowcount
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot prune deliveries: {e}") from None
+
+    def notice_state(self, identity: str) -> str | None:
+        """State of the delivery status notification for a message: None (not sent yet),
+        'accepted' or 'permfail' (the sender's address refused it)."""
+        try:
+            row = self.db.execute("SELECT state FROM notices WHERE identity = ?",
+                                  [identity]).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read notices: {e}") from None
+        return None if row is None else row[0]
+
+    def set_notice_state(self, identity: str, state: str, reply: str | None = None) -> None:
+        try:
+            with self.db.conn:
+                self.db.conn.execute(
+                    "INSERT INTO notices (identity, state, reply, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(identity) DO UPDATE SET state = excluded.state, "
+                    "reply = excluded.reply, updated_at = excluded.updated_at",
+                    [identity, state, reply, time.time()])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot record notice: {e}") from None
+
     # --- decode side --------------------------------------------------------------------
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -189,8 +316,8 @@ class Store:
         counts: dict[int, int] = {}
         for i in range(0, len(uniq), 500):
             chunk = uniq[i:i + 500]
-            q = ("SELECT doc_id, count(*) FROM shingles WHERE hash IN (%s) GROUP BY doc_id"
-                 % ",".join("?" * len(chunk)))
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT doc_id, count(*) FROM shingles WHERE hash IN ({marks}) GROUP BY doc_id"
             for doc_id, c in self.db.execute(q, chunk).fetchall():
                 counts[doc_id] = counts.get(doc_id, 0) + c
         return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]

@@ -82,11 +82,15 @@ def _page(body: str, style: str) -> str:
     )
 
 
-def html_mail(paragraphs: list[str], *, font_px: int = 15, width_px: int = 640) -> str:
+def html_mail(
+    paragraphs: list[str], *, font_px: int = 15, width_px: int = 640, justify: bool = False
+) -> str:
     """An HTML mail body as a mail client shows it. `paragraphs` are HTML fragments (already
     escaped, doubled gaps written `&nbsp; `)."""
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     style = f"font-family: {PROPORTIONAL}; font-size: {font_px}px; max-width: {width_px}px;"
+    if justify:
+        style += " text-align: justify;"
     return _page(body, style)
 
 
