@@ -154,12 +154,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
         image = args.image or Path(name).suffix.lower() in IMAGE_SUFFIXES
         inputs.append((name, _read_input(name, image), image))
     try:
-        keyring = keys.load(cfg.key_file)
-    except keys.KeyError_ as e:
-        raise CannotRun(str(e)) from None
-    try:
         store = Store(cfg.db_path, create=False)
     except StoreError as e:
+        raise CannotRun(str(e)) from None
+    try:
+        keyring = keys.load(cfg.key_file)
+    except keys.KeyError_ as e:
         raise CannotRun(str(e)) from None
     excerpts = [_excerpt(n, data, img, cfg) for n, data, img in inputs]
     try:
