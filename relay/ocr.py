@@ -9,7 +9,8 @@ turns the widths of the gaps between consecutive words of a line into bits:
 - the single level and the width of one space are fitted on the page (two clusters, checked
   for a real valley; a monospace font gives its pitch instead), so that nothing is assumed
   about the font; lines that a justified layout stretched get their own levels;
-- a gap becomes 0 or 1 only when it lies clearly on one side (`LO`, `HI`), else None;
+- a gap becomes 0 or 1 only when it lies clearly on one side (`LO`, `HI`), else None (also
+  when it is far wider than a doubled gap: a tab stop or a table column);
   gaps next to punctuation get a small shift and a wider margin; next to a box that does not
   fit its letters or an unsure word, and across lines, they are None.
 
@@ -30,6 +31,7 @@ import statistics
 import struct
 import subprocess
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,25 +159,27 @@ def text_size(words: Sequence[OcrWord]) -> float | None:
 
 def run_tesseract(image: bytes, languages: str = "eng+fra", *,
                   magnify: bool | None = None) -> list[OcrWord]:
-    """Word boxes of an image (PNG, JPEG, GIF, BMP, TIFF, WebP, PNM) in reading order.
+    """Word boxes of an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM) in reading order.
 
-    magnify None (default): read the image; if its text is smaller than MAGNIFY_BELOW_EM
-    pixels and it is a PNG, read it again magnified 2x and return that reading (its words have
-    scale 2). True: magnify a PNG straight away. False: never."""
+    magnify None (default): a PNG whose text is smaller than MAGNIFY_BELOW_EM pixels is read
+    magnified 2x (its words then have scale 2). The size is judged from the rows of ink when
+    they tell it clearly, else from a first reading. True: magnify a PNG. False: never."""
     if not _is_image(image):
         raise UnreadableImage("not an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM expected)")
     exe = _tesseract_exe()
     _check_languages(exe, languages)
-    if magnify:
-        big = magnified_pgm(image)
-        if big is not None:
-            return _tsv(exe, big, languages, 2)
+    if magnify is None:
+        head = _decode_png(image, max_rows=400)  # rows enough to judge the text size
+        ink = _ink_line_height(*head) if head else None
+        if ink is not None and ink < 0.8 * MAGNIFY_BELOW_EM:
+            magnify = True
+    if magnify and (decoded := _decode_png(image)):
+        return _tsv(exe, _pgm2x(*decoded), languages, 2)
     words = _tsv(exe, image, languages, 1)
     size = text_size(words)
-    if magnify is None and size is not None and size < MAGNIFY_BELOW_EM:
-        big = magnified_pgm(image)
-        if big is not None:
-            return _tsv(exe, big, languages, 2) or words
+    if magnify is None and size is not None and size < MAGNIFY_BELOW_EM \
+            and (decoded := _decode_png(image)):
+        return _tsv(exe, _pgm2x(*decoded), languages, 2) or words
     return words
 
 
@@ -250,9 +254,9 @@ def _over_white(grey: bytes, alpha: bytes | bytearray) -> bytes:
     return bytes(g * a // 255 + 255 - a for g, a in zip(grey, alpha, strict=True))
 
 
-def png_grey(data: bytes) -> tuple[int, int, bytes]:
-    """Decode a non-interlaced 8- or 16-bit PNG to 8-bit grey (over white). Raises
-    _Unsupported for other kinds."""
+def png_grey(data: bytes, max_rows: int | None = None) -> tuple[int, int, bytes]:
+    """Decode a non-interlaced 8- or 16-bit PNG (its first max_rows rows) to 8-bit grey over
+    white. Raises _Unsupported for other kinds."""
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise _Unsupported("not a PNG")
     pos, idat, palette, trns = 8, [], b"", b""
@@ -276,7 +280,12 @@ def png_grey(data: bytes) -> tuple[int, int, bytes]:
             or (ctype == 3 and depth != 8) or width * height > MAGNIFY_MAX_PIXELS):
         raise _Unsupported(f"PNG colour type {ctype}, depth {depth}, interlace {interlace}")
     bpp = channels * depth // 8
-    pix = _unfilter(zlib.decompress(b"".join(idat)), width * bpp, height, bpp)
+    if max_rows is not None and max_rows < height:
+        height = max_rows
+        raw = zlib.decompressobj().decompress(b"".join(idat), (width * bpp + 1) * height)
+    else:
+        raw = zlib.decompress(b"".join(idat))
+    pix = _unfilter(raw, width * bpp, height, bpp)
     if depth == 16:
         pix = pix[0::2]  # high bytes
     n = width * height
@@ -312,13 +321,36 @@ def magnify2(width: int, height: int, grey: bytes) -> bytes:
     return b"".join(parts)
 
 
-def magnified_pgm(image: bytes) -> bytes | None:
-    """The image magnified 2x as a binary PGM, or None if it is not a PNG this can decode."""
+def _decode_png(image: bytes, max_rows: int | None = None) -> tuple[int, int, bytes] | None:
     try:
-        width, height, grey = png_grey(image)
+        return png_grey(image, max_rows)
     except (_Unsupported, zlib.error, struct.error, IndexError, ValueError):
         return None
+
+
+def _pgm2x(width: int, height: int, grey: bytes) -> bytes:
     return b"P5\n%d %d\n255\n" % (2 * width, 2 * height) + magnify2(width, height, grey)
+
+
+def magnified_pgm(image: bytes) -> bytes | None:
+    """The image magnified 2x as a binary PGM, or None if it is not a PNG this can decode."""
+    decoded = _decode_png(image)
+    return _pgm2x(*decoded) if decoded else None
+
+
+def _ink_line_height(width: int, height: int, grey: bytes) -> float | None:
+    """Median height (px) of the bands of rows that hold contrast, i.e. of the text lines'
+    ink, about one em; None unless there are enough such bands to tell."""
+    bands, run = [], 0
+    for y in range(height):
+        row = grey[y * width:(y + 1) * width]
+        if max(row) - min(row) > 96:
+            run += 1
+        elif run:
+            bands.append(run)
+            run = 0
+    bands = [b for b in bands + [run] if b >= 4]
+    return statistics.median(bands) if len(bands) >= 5 else None
 
 
 # --- classification ---------------------------------------------------------------------
@@ -331,13 +363,37 @@ CLOSING = frozenset(".,;:!?…)]}»\"'”’›")
 
 MIN_CONF = 40.0  # a word read less surely than this has an untrusted box
 BOX_FIT = (0.7, 1.35)  # a box whose height is off its letters by more than this is untrusted
+WIDTH_FIT = 0.22  # nor one whose width is off its letters by more than this, relative to the
+# page (widths as Arial sets the letters; the page median absorbs another font's scale)
 SPACE_PRIOR = 0.28  # em: space width of common proportional fonts (Arial 0.278, Times 0.25)
 SPACE_RANGE = (0.17, 0.45)  # em: fitted space widths outside this are not believed
 MONO_SPREAD = 0.06  # monospace: width per letter of long words varies less than this
 LO, HI = 0.35, 0.65  # read 0 below LO, 1 above HI (in spaces above the single level)
-PUNCT_SHIFT = 0.2  # after "word." or "word,", or before "«", a single gap looks this much wider
+TOO_WIDE = 1.6  # above this, a gap is no relay gap (a tab stop, a table column): None
+PUNCT_SHIFT = 0.2  # after "word." or "word,", or before "(word", a single gap looks wider
 LO_PUNCT, HI_PUNCT = 0.3, 0.75
+LO_MARK, HI_MARK = 0.3, 1.05  # next to a token of punctuation only (« » : ? ...): no shift
 SMALL_EM = 22.0  # px seen by tesseract: below, boxes are too coarse for the punctuation cases
+
+
+# advance widths (1/1000 em) of Arial's letters, digits and punctuation
+ADVANCE = dict(zip(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,:;!?'\"()-«»’",
+    [556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333,
+     500, 278, 556, 500, 722, 500, 500, 500, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500,
+     667, 556, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278,
+     278, 278, 278, 556, 191, 355, 333, 333, 333, 556, 556, 222], strict=True))
+
+
+def _advance(text: str, mono: float | None) -> float:
+    """Expected ink width of a word in em (a little less than its advances)."""
+    if mono:
+        return len(text) * mono - 0.1
+    total = 0
+    for c in text:
+        base = unicodedata.normalize("NFD", c)[:1]
+        total += ADVANCE.get(base, 556)
+    return total / 1000 - 0.08
 
 
 def _shape_factor(text: str) -> float | None:
@@ -374,7 +430,8 @@ class _Token:
 class _Gap:
     r: float  # width in em
     line: int
-    punct: bool
+    punct: bool  # punctuation on either side
+    mark: bool  # a token of punctuation only on either side
     trusted: bool
 
 
@@ -506,11 +563,19 @@ def classify_detailed(words: Sequence[OcrWord]) -> list[GapReading]:
     em_of = {id(w): ems[k] for k, ws in enumerate(lines) for w in ws}
     toks = _tokens(lines)
     units = group_units([t.text for t in toks])
+    flat = [w for ws in lines for w in ws]
+    mono = _monospace_pitch(flat, em_of)
+    width_ratio = {id(w): w.width / (em_of[id(w)] * _advance(w.text, mono)) for w in flat
+                   if sum(c.isalnum() for c in w.text) >= 2}
+    typical = statistics.median(width_ratio.values()) if width_ratio else 1.0
 
     def trusted(w: OcrWord) -> bool:
         f = _shape_factor(w.text)
-        return w.conf >= MIN_CONF and (
-            f is None or BOX_FIT[0] <= w.height / (f * em_of[id(w)]) <= BOX_FIT[1])
+        if w.conf < MIN_CONF:
+            return False
+        if f is not None and not BOX_FIT[0] <= w.height / (f * em_of[id(w)]) <= BOX_FIT[1]:
+            return False
+        return abs(width_ratio.get(id(w), typical) / typical - 1) <= WIDTH_FIT
 
     gaps: list[_Gap | None] = []
     for k, u in enumerate(units):
@@ -520,11 +585,13 @@ def classify_detailed(words: Sequence[OcrWord]) -> list[GapReading]:
             continue
         a, b = toks[u.last], toks[j]
         width = b.first.left - (a.last.left + a.last.width)
-        punct = a.text[-1] in CLOSING or not b.text[0].isalnum() or not norm(a.text)
-        gaps.append(_Gap(width / ems[a.line], a.line, punct, trusted(a.last) and trusted(b.first)))
+        mark = not norm(a.text) or not norm(b.text)
+        punct = mark or a.text[-1] in CLOSING or not b.text[0].isalnum()
+        gaps.append(_Gap(width / ems[a.line], a.line, punct, mark,
+                         trusted(a.last) and trusted(b.first)))
 
     used = [g for g in gaps if g and g.trusted]
-    levels = _levels(used, len(lines), _monospace_pitch([w for ws in lines for w in ws], em_of))
+    levels = _levels(used, len(lines), mono)
     seen = statistics.median(ems) if ems else 0.0  # font size in the pixels tesseract read
     out = []
     for k, (u, g) in enumerate(zip(units, gaps, strict=True)):
@@ -534,9 +601,13 @@ def classify_detailed(words: Sequence[OcrWord]) -> list[GapReading]:
         single, space = levels[g.line]
         z = (g.r - single) / space
         bit: int | None = None
-        if g.trusted and not g.punct:
+        if not g.trusted or z > TOO_WIDE + (PUNCT_SHIFT if g.punct else 0):
+            pass
+        elif not g.punct:
             bit = 0 if z <= LO else 1 if z >= HI else None
-        elif g.trusted and seen >= SMALL_EM:
+        elif g.mark and seen >= SMALL_EM:
+            bit = 0 if z <= LO_MARK else 1 if z >= HI_MARK else None
+        elif seen >= SMALL_EM:
             bit = 0 if z - PUNCT_SHIFT <= LO_PUNCT else 1 if z - PUNCT_SHIFT >= HI_PUNCT else None
         out.append(GapReading(u.norm, bit, True, z, toks[u.last].text,
                               toks[units[k + 1].first].text))

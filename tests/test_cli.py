@@ -19,10 +19,9 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from conftest import Sink, free_port
 
 from relay.cli import render_report
-
-from conftest import Sink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
