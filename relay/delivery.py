@@ -1,0 +1,618 @@
+"""Getting accepted mail to the upstream MTA: ordinary pass-through and the fingerprinted fan-out.
+
+Guarantees (see INTERFACE.md):
+
+* Ordinary mail: one upstream transaction, same envelope sender, all recipients, the bytes as
+  received. When the upstream takes some recipients and temp-fails others, the per-recipient
+  outcome is recorded (table `deliveries`) so that the client's retry goes only to the others.
+* All-staff mail: `fingerprint.prepare()` once, the message logged, then one upstream
+  transaction per recipient with that recipient's copy. Each copy's outcome is committed to the
+  database (group commit, fsynced) as soon as the upstream has answered, before the worker takes
+  the next copy; a retry (same bytes, same envelope sender: same identity) skips every copy that
+  is already accepted or permanently refused.
+* The reply to the client: 250 only when every recipient is accepted or permanently refused and
+  reported (one RFC 3464 notification from `<>`, recorded so a retry never sends a second one);
+  451 as soon as anything is temporary (the client retries and resumes); 5xx with the
+  upstream's reply when no recipient at all can be delivered.
+* One fan-out per message identity at a time (a retry arriving while copies are still in
+  flight waits for them, or gets 451): no copy is ever sent twice by overlapping attempts.
+  Store errors leave the outcome in memory, stop the fan-out and answer 451 4.3.0, so the retry
+  neither loses nor doubles a copy (as long as the process lives).
+
+Time budget. The client waits for the DATA reply from its final "." (Postfix:
+smtp_data_done_timeout = 600 s; INTERFACE: 300 s). With R recipients, C upstream connections
+(`[upstream] concurrency`) and t_copy seconds per copy, a fan-out needs ceil(R/C) * t_copy. The
+relay starts no new copy after `fanout_budget` (default 240 s) from the end of DATA, lets the
+copies in flight finish (each bounded by `[upstream] timeout`), and answers at the latest
+REPLY_LIMIT = 290 s after the end of DATA: 451 if copies remain, and the retry resumes where the
+fan-out stopped. Example: C = 8, t_copy = 6 ms (1,300 copies/s on loopback): 10,000 copies take
+about 8 s; only an upstream slower than C * 240 s / R per copy (R = 50, Postfix's usual batch:
+38 s per copy) ever splits a batch over two attempts. The receive time does not count against the
+client's timer; the relay's own session timer is re-armed when DATA ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiosmtplib
+
+from . import dsn
+from .codes import message_identity
+from .config import Config
+from .keys import KeyError_, Keyring
+from .policy import addressed_to_list, expand, is_all_staff
+from .store import ACCEPTED, PERMFAIL, TEMPFAIL, Store, StoreError
+
+if TYPE_CHECKING:
+    from . import fingerprint
+
+log = logging.getLogger("relay")
+
+FINAL = (ACCEPTED, PERMFAIL)
+REPLY_LIMIT = 290.0  # seconds from the end of DATA to the reply, at the latest
+STOP_REPLY_WINDOW = 20.0  # after SIGTERM, every open DATA is answered within this
+IDLE_RECONNECT = 20.0  # an upstream connection idle longer than this is replaced
+DOWN_HOLD = 0.5  # after a failed connect, sends fail fast for this long (no hammering)
+PREPARE_INLINE = 64 * 1024  # copies of messages bigger than this are made in a thread
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # ACCEPTED / TEMPFAIL / PERMFAIL
+    reply: str  # "250 ..." or the refusal, one line
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+
+@dataclass
+class Transaction:
+    """One accepted DATA, as the delivery side needs it."""
+
+    qid: str
+    sender: str  # "<>" for the null sender
+    rcpts: list[str]
+    mail_options: list[str]  # the client's BODY= / SMTPUTF8, passed on upstream
+    data: bytes
+    arrived: datetime = field(default_factory=lambda: datetime.now(UTC))
+    fingerprinted: bool | None = None
+    copies: int = 0
+    identity: str | None = None
+
+
+def _line(text: str) -> str:
+    return dsn.one_line(text, 400)
+
+
+def _outcome(code: int, message: str) -> Outcome:
+    if 200 <= code < 300:
+        state = ACCEPTED
+    elif 500 <= code < 600:
+        state = PERMFAIL
+    else:
+        state = TEMPFAIL
+    return Outcome(state, _line(f"{code} {message}"))
+
+
+def wire_sender(sender: str) -> str:
+    return "" if sender in ("<>", "") else sender
+
+
+# --- upstream connections -----------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    smtp: aiosmtplib.SMTP | None = None
+    last_used: float = 0.0
+
+
+class UpstreamPool:
+    """`size` reused SMTP connections to the upstream; a connection is opened when first
+    needed and replaced after any trouble or when it has been idle for a while."""
+
+    def __init__(self, host: str, port: int, size: int, timeout: float,
+                 local_hostname: str) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.local_hostname = local_hostname
+        self.size = size
+        self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
+        for _ in range(size):
+            self._slots.put_nowait(_Slot())
+        self._down_until = 0.0
+        self._down_reason = ""
+
+    @property
+    def remote(self) -> str:
+        return self.host
+
+    async def send(self, sender: str, rcpts: Sequence[str], data: bytes,
+                   mail_options: Sequence[str] = ()) -> dict[str, Outcome]:
+        """One upstream transaction; the outcome for every recipient. Never raises (but for
+        cancellation)."""
+        slot = await self._slots.get()
+        ok = False
+        try:
+            result = await self._send(slot, sender, rcpts, data, mail_options)
+            ok = True
+            return result
+        finally:
+            if not ok and slot.smtp is not None:  # cancelled mid-transaction: state unknown
+                slot.smtp.close()
+                slot.smtp = None
+            slot.last_used = time.monotonic()
+            self._slots.put_nowait(slot)
+
+    def _all(self, rcpts: Sequence[str], out: Outcome) -> dict[str, Outcome]:
+        return {r: out for r in rcpts}
+
+    def _drop(self, slot: _Slot) -> None:
+        if slot.smtp is not None:
+            slot.smtp.close()
+            slot.smtp = None
+
+    async def _connect(self, slot: _Slot) -> Outcome | None:
+        now = time.monotonic()
+        if slot.smtp is not None and (not slot.smtp.is_connected
+                                      or now - slot.last_used > IDLE_RECONNECT):
+            if slot.smtp.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(slot.smtp.quit(), 2.0)
+            self._drop(slot)
+        if slot.smtp is not None:
+            return None
+        if now < self._down_until:
+            return Outcome(TEMPFAIL, self._down_reason)
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
+                               local_hostname=self.local_hostname, use_tls=False,
+                               start_tls=False)
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPResponseException as e:
+            smtp.close()
+            reason = _line(f"451 4.4.1 upstream refused the connection: {e.code} {e.message}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+            smtp.close()
+            reason = _line(f"451 4.4.1 upstream {self.host}:{self.port} unreachable: "
+                           f"{e.__class__.__name__} {e}")
+        else:
+            slot.smtp = smtp
+            return None
+        # fail the next attempts fast instead of waiting for a connect timeout each time
+        self._down_until = time.monotonic() + DOWN_HOLD
+        self._down_reason = reason
+        return Outcome(TEMPFAIL, reason)
+
+    async def _send(self, slot: _Slot, sender: str, rcpts: Sequence[str], data: bytes,
+                    mail_options: Sequence[str]) -> dict[str, Outcome]:
+        trouble = await self._connect(slot)
+        if trouble is not None:
+            return self._all(rcpts, trouble)
+        smtp = slot.smtp
+        assert smtp is not None
+        try:
+            errors, _ = await smtp.sendmail(wire_sender(sender), list(rcpts), data,
+                                            mail_options=list(mail_options))
+        except aiosmtplib.SMTPRecipientsRefused as e:
+            out = {r.recipient: _outcome(r.code, r.message) for r in e.recipients}
+            if any(r.code == 421 for r in e.recipients):
+                self._drop(slot)
+            return {r: out.get(r, Outcome(TEMPFAIL, "451 4.4.0 no reply for recipient"))
+                    for r in rcpts}
+        except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as e:
+            if e.code == 421 or not smtp.is_connected:
+                self._drop(slot)
+            return self._all(rcpts, _outcome(e.code, e.message))
+        except aiosmtplib.SMTPResponseException as e:  # EHLO refused, 421 ...
+            self._drop(slot)
+            code = e.code if 400 <= e.code < 500 else 451
+            return self._all(rcpts, Outcome(TEMPFAIL, _line(f"{code} upstream: {e.message}")))
+        except aiosmtplib.SMTPNotSupported as e:
+            return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.6.7 upstream: {e}")))
+        except ValueError as e:  # an address the client library will not send
+            return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.1.3 {e}")))
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+            self._drop(slot)
+            return self._all(rcpts, Outcome(
+                TEMPFAIL, _line(f"451 4.4.2 upstream connection trouble: "
+                                f"{e.__class__.__name__} {e}")))
+        return {r: _outcome(errors[r].code, errors[r].message) if r in errors
+                else Outcome(ACCEPTED, "250 accepted") for r in rcpts}
+
+    async def close(self) -> None:
+        while not self._slots.empty():
+            slot = self._slots.get_nowait()
+            if slot.smtp is not None and slot.smtp.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(slot.smtp.quit(), 2.0)
+            self._drop(slot)
+
+
+# --- the database, off the event loop -------------------------------------------------------
+
+class AsyncStore:
+    """The Store used from one dedicated thread (sqlite connections belong to their thread;
+    fsyncs must not block the event loop). Copy outcomes are group-committed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix="relay-store")
+        self._store: Store | None = None
+        self._batch: list[tuple[str, str, Outcome, asyncio.Future[None]]] = []
+        self._flushing = False
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._store = await loop.run_in_executor(self._ex, Store, self.path)
+
+    async def call(self, name: str, *args: Any, **kw: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        store = self._store
+        if store is None:
+            raise StoreError(f"{self.path}: database is not open")
+        fn: Callable[..., Any] = getattr(store, name)
+        return await loop.run_in_executor(self._ex, lambda: fn(*args, **kw))
+
+    async def run(self, fn: Callable[[Store], Any]) -> Any:
+        """Run fn(store) in the store thread (maintenance, tests)."""
+        store = self._store
+        if store is None:
+            raise StoreError(f"{self.path}: database is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._ex, fn, store)
+
+    async def record_copy(self, identity: str, rcpt: str, out: Outcome) -> None:
+        """Commit one copy's outcome (together with whatever else is waiting)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.append((identity, rcpt, out, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                by_id: dict[str, list[tuple[str, str, str | None]]] = {}
+                for identity, rcpt, out, _ in batch:
+                    by_id.setdefault(identity, []).append((rcpt, out.state, out.reply))
+                err: BaseException | None = None
+                try:
+                    for identity, rows in by_id.items():
+                        await self.call("set_copy_states", identity, rows)
+                except StoreError as e:
+                    err = e
+                except Exception as e:  # never leave a waiter hanging
+                    err = StoreError(f"{self.path}: {e}")
+                for *_, fut in batch:
+                    if not fut.done():
+                        if err is None:
+                            fut.set_result(None)
+                        else:
+                            fut.set_exception(err)
+        finally:
+            self._flushing = False
+
+    async def close(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self.call("close")
+        self._ex.shutdown(wait=True)
+
+
+# --- the deliverer ------------------------------------------------------------------------
+
+class _Busy(Exception):
+    pass
+
+
+class Deliverer:
+    """Turns an accepted transaction into upstream transactions and an SMTP reply."""
+
+    def __init__(self, cfg: Config, pool: UpstreamPool, store: AsyncStore, keyring: Keyring,
+                 members: dict[str, tuple[str, ...]]) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.store = store
+        self.keyring = keyring
+        self.members = members
+        self.stopping = False
+        self._stop_reply_by = float("inf")
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # outcomes the upstream gave but the database could not take (store trouble)
+        self._unrecorded_copies: dict[str, dict[str, tuple[str, Outcome]]] = {}
+        self._unrecorded_deliveries: dict[str, dict[str, tuple[str, Outcome]]] = {}
+        self.jobs: set[asyncio.Task[str]] = set()
+
+    def begin_shutdown(self) -> None:
+        """No new copies from now on; every open DATA is answered within STOP_REPLY_WINDOW."""
+        if not self.stopping:
+            self.stopping = True
+            self._stop_reply_by = asyncio.get_running_loop().time() + STOP_REPLY_WINDOW
+
+    # the reply window ---------------------------------------------------------------------
+
+    def windows(self, t0: float) -> tuple[float, float]:
+        """(stop starting copies at, reply at the latest at) for a DATA that ended at t0."""
+        reply_by = t0 + min(REPLY_LIMIT, self.cfg.fanout_budget + self.cfg.upstream_timeout + 10)
+        stop_new = min(t0 + self.cfg.fanout_budget, reply_by - 5)
+        return stop_new, reply_by
+
+    async def deliver(self, txn: Transaction) -> str:
+        """The reply to the client's DATA. Runs the delivery in its own task: if the client
+        goes away (the handler is cancelled) or the reply window closes, the copies in flight
+        still finish and get recorded."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        stop_new, reply_by = self.windows(t0)
+        job = loop.create_task(self._job(txn, stop_new))
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+        job.add_done_callback(lambda j: self._late(txn, j, t0, reply_by))
+        while not job.done():
+            left = min(reply_by, self._stop_reply_by) - loop.time()
+            if left <= 0:
+                reply = ("451 4.3.2 relay shutting down, try again later" if self.stopping else
+                         "451 4.4.5 delivery still in progress, try again later")
+                self._log(txn, reply)
+                return reply
+            await asyncio.wait({job}, timeout=min(left, 0.25))
+        reply = job.result()
+        self._log(txn, reply)
+        return reply
+
+    def _late(self, txn: Transaction, job: asyncio.Task[str], t0: float, reply_by: float) -> None:
+        if job.cancelled() or job.exception() is not None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now > min(reply_by, self._stop_reply_by):
+            log.info("%s finished after the reply: %s", txn.qid, job.result())
+
+    def _log(self, txn: Transaction, reply: str) -> None:
+        # one line per transaction: never subjects, never anything about signatures
+        kind = {True: "yes", False: "no", None: "?"}[txn.fingerprinted]
+        log.info("%s from=<%s> rcpts=%d copies=%d fingerprinted=%s size=%d result=%s",
+                 txn.qid, wire_sender(txn.sender), len(txn.rcpts), txn.copies, kind,
+                 len(txn.data), reply)
+
+    async def _flush_unrecorded(self) -> None:
+        """Write outcomes the database refused earlier (only final ones are kept, so writing
+        them late never undoes a newer state)."""
+        for memo, method in ((self._unrecorded_copies, "set_copy_states"),
+                             (self._unrecorded_deliveries, "set_delivery_states")):
+            for identity in list(memo):
+                rows = [(r, o.state, o.reply) for r, o in memo[identity].values()]
+                await self.store.call(method, identity, rows)
+                memo.pop(identity, None)
+
+    async def _job(self, txn: Transaction, stop_new: float) -> str:
+        try:
+            if self._unrecorded_copies or self._unrecorded_deliveries:
+                await self._flush_unrecorded()
+            rcpts = expand(txn.rcpts, self.members)
+            txn.copies = len(rcpts)
+            fp = (is_all_staff(txn.data, rcpts, self.cfg)
+                  or addressed_to_list(txn.rcpts, self.cfg))
+            txn.fingerprinted = fp
+            if fp:
+                return await self._fanout(txn, rcpts, stop_new)
+            txn.copies = 1
+            return await self._ordinary(txn, rcpts, stop_new)
+        except _Busy:
+            return "451 4.4.5 an earlier delivery of this message is still in progress"
+        except StoreError as e:
+            log.error("%s store trouble: %s", txn.qid, e)
+            return "451 4.3.0 local database trouble, try again later"
+        except Exception:
+            log.exception("%s delivery failed", txn.qid)
+            return "451 4.3.0 internal error, try again later"
+
+    @contextlib.asynccontextmanager
+    async def _identity(self, identity: str, until: float) -> Any:
+        lock, refs = self._locks.setdefault(identity, (asyncio.Lock(), [0]))
+        refs[0] += 1
+        try:
+            timeout = max(0.0, until - asyncio.get_running_loop().time())
+            try:
+                await asyncio.wait_for(lock.acquire(), timeout)
+            except TimeoutError:
+                raise _Busy() from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            refs[0] -= 1
+            if refs[0] == 0:
+                self._locks.pop(identity, None)
+
+    async def _identity_of(self, txn: Transaction) -> str:
+        if len(txn.data) > PREPARE_INLINE:
+            loop = asyncio.get_running_loop()
+            txn.identity = await loop.run_in_executor(None, message_identity, txn.data,
+                                                      txn.sender)
+        else:
+            txn.identity = message_identity(txn.data, txn.sender)
+        return txn.identity
+
+    # ordinary mail --------------------------------------------------------------------------
+
+    async def _ordinary(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
+        identity = await self._identity_of(txn)
+        async with self._identity(identity, stop_new):
+            prior = await self.store.call("delivery_states", identity)
+            known = {r.lower(): Outcome(st, rep or "") for r, (st, rep) in prior.items()}
+            todo = [r for r in rcpts if not (r.lower() in known and known[r.lower()].final)]
+            outcomes: dict[str, Outcome] = {}
+            if todo and self.stopping:
+                outcomes = {r: Outcome(TEMPFAIL, "451 4.3.2 relay shutting down") for r in todo}
+            elif todo:
+                outcomes = await self.pool.send(txn.sender, todo, txn.data, txn.mail_options)
+                if prior or any(o.state != ACCEPTED for o in outcomes.values()):
+                    rows = [(r, o.state, o.reply) for r, o in outcomes.items()]
+                    try:
+                        await self.store.call("set_delivery_states", identity, rows)
+                    except StoreError as e:
+                        log.error("%s store trouble: %s", txn.qid, e)
+                        self._unrecorded_deliveries.setdefault(identity, {}).update(
+                            {r.lower(): (r, o) for r, o in outcomes.items() if o.final})
+                        if any(o.state == TEMPFAIL for o in outcomes.values()):
+                            return "451 4.3.0 local database trouble, try again later"
+            states = {r: outcomes.get(r) or known.get(r.lower())
+                      or Outcome(TEMPFAIL, "451 4.4.0 not attempted") for r in rcpts}
+            return await self._conclude(txn, identity, rcpts, states)
+
+    # fingerprinted mail ----------------------------------------------------------------------
+
+    async def _fanout(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
+        loop = asyncio.get_running_loop()
+        identity = await self._identity_of(txn)
+        key_id, key = self.keyring.current
+        word_rate = self.cfg.word_rate
+        earlier = await self.store.call("signing_of", identity)
+        if earlier is not None:  # a retry: same key and rate as the copies already sent
+            try:
+                key_id, word_rate = earlier[0], earlier[1]
+                key = self.keyring.get(key_id)
+            except KeyError_:
+                log.warning("%s key %s of an earlier attempt is gone; signing with the "
+                            "current key", txn.qid, earlier[0])
+                key_id, key = self.keyring.current
+        prepared, docs, shingles = await loop.run_in_executor(
+            None, _prepare, txn.data, txn.sender, key_id, key, word_rate)
+        assert prepared.identity == identity
+        async with self._identity(identity, stop_new):
+            await self.store.call(
+                "record_message", identity=identity, key_id=prepared.key_id,
+                word_rate=prepared.word_rate, sender=txn.sender,
+                message_id=prepared.meta.get("message_id"),
+                subject=prepared.meta.get("subject"), date=prepared.meta.get("date"),
+                size=len(txn.data), documents=docs, doc_shingles=shingles)
+            details = await self.store.call("copy_details", identity)
+            known = {r.lower(): Outcome(st, rep or "") for r, (st, rep) in details.items()}
+            todo = [r for r in rcpts if not (r.lower() in known and known[r.lower()].final)]
+            if todo:
+                await self.store.call("add_copies", identity, todo)
+            results = await self._run_copies(txn, prepared, identity, todo, stop_new)
+            states = {r: results.get(r) or known.get(r.lower())
+                      or Outcome(TEMPFAIL, "451 4.4.0 not attempted") for r in rcpts}
+            return await self._conclude(txn, identity, rcpts, states)
+
+    async def _run_copies(self, txn: Transaction, prepared: fingerprint.Prepared, identity: str,
+                          todo: list[str], stop_new: float) -> dict[str, Outcome]:
+        loop = asyncio.get_running_loop()
+        queue = deque(todo)
+        results: dict[str, Outcome] = {}
+        why: list[str] = []
+        big = len(txn.data) > PREPARE_INLINE
+
+        def halt() -> str | None:
+            if self.stopping:
+                return "451 4.3.2 relay shutting down; the rest follows on retry"
+            if loop.time() >= stop_new:
+                return "451 4.4.5 fan-out time budget used up; the rest follows on retry"
+            return why[0] if why else None
+
+        async def record(rcpt: str, out: Outcome) -> None:
+            # committed at once (group commit); the worker does not wait for it, the reply does
+            try:
+                await self.store.record_copy(identity, rcpt, out)
+            except StoreError as e:
+                if not why:
+                    log.error("%s store trouble: %s", txn.qid, e)
+                    why.append("451 4.3.0 local database trouble; the rest follows on retry")
+                if out.final:  # a temporary outcome needs no memory: the retry resends
+                    self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
+
+        async def worker() -> None:
+            while queue:
+                reason = halt()
+                if reason is not None:
+                    while queue:
+                        results[queue.popleft()] = Outcome(TEMPFAIL, reason)
+                    return
+                rcpt = queue.popleft()
+                if big:
+                    data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
+                else:
+                    data = prepared.copy_for(rcpt)
+                out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
+                results[rcpt] = out
+                records.append(loop.create_task(record(rcpt, out)))
+
+        records: list[asyncio.Task[None]] = []
+        n = min(self.pool.size, len(todo))
+        if n:
+            await asyncio.gather(*(worker() for _ in range(n)))
+        if records:
+            await asyncio.gather(*records)
+        return results
+
+    # the reply -------------------------------------------------------------------------------
+
+    async def _conclude(self, txn: Transaction, identity: str, rcpts: list[str],
+                        states: dict[str, Outcome]) -> str:
+        temp = [r for r in rcpts if not states[r].final]
+        if temp:
+            first = states[temp[0]].reply
+            code = first[:3] if first[:3] in ("450", "451", "452") else "451"
+            enhanced = dsn.status_of(first) if first[:1] == "4" else "4.4.0"
+            detail = first.split(None, 2)[2:] if enhanced in first else first.split(None, 1)[1:]
+            return _line(f"{code} {enhanced} {len(temp)} of {len(rcpts)} recipient(s) not "
+                         f"delivered yet, try again later ({''.join(detail) or first})")
+        perm = [r for r in rcpts if states[r].state == PERMFAIL]
+        if perm and len(perm) == len(rcpts):
+            first = states[perm[0]].reply
+            code = int(first[:3]) if first[:3].isdigit() else 554
+            if not 550 <= code <= 554:
+                code = 554
+            text = first[3:].strip() or "5.0.0 refused by the upstream"
+            if len(rcpts) > 1:
+                text = f"{text} (and every other recipient refused too)"
+            return _line(f"{code} {text}")
+        if perm and wire_sender(txn.sender):
+            notice = await self.store.call("notice_state", identity)
+            if notice is None:
+                n = dsn.build(reporting_mta=self.cfg.hostname, sender=txn.sender,
+                              failures=[dsn.Failure(r, states[r].reply) for r in perm],
+                              original=txn.data, arrival=txn.arrived,
+                              remote_mta=self.pool.remote)
+                out = (await self.pool.send("<>", [txn.sender], n.data, n.mail_options))[
+                    txn.sender]
+                if out.state == TEMPFAIL:
+                    return _line("451 4.4.0 could not send the delivery status notification, "
+                                 f"try again later ({out.reply})")
+                if out.state == PERMFAIL:
+                    log.warning("%s delivery status notification refused: %s", txn.qid,
+                                out.reply)
+                try:
+                    await self.store.call("set_notice_state", identity, out.state, out.reply)
+                except StoreError as e:
+                    log.error("%s store trouble: %s", txn.qid, e)
+            log.info("%s %d recipient(s) refused permanently; notice sent to the sender",
+                     txn.qid, len(perm))
+        if perm:
+            return f"250 2.0.0 {txn.qid} accepted; {len(perm)} recipient(s) refused, " \
+                   "see the delivery status notification"
+        return f"250 2.0.0 {txn.qid} accepted"
+
+
+def _prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float
+             ) -> tuple[fingerprint.Prepared, list[tuple[str, str, bytes, bytes]], list[list[int]]]:
+    from . import fingerprint  # imported when first needed: ordinary mail does not need it
+
+    p = fingerprint.prepare(raw, sender, key_id, key, word_rate)
+    docs = [(d.part, d.kind, d.words_blob, d.classes) for d in p.documents]
+    return p, docs, [d.shingles() for d in p.documents]
+

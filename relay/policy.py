@@ -1,0 +1,393 @@
+"""Pure decisions of the SMTP side: envelope address checks, all-staff detection, list members.
+
+Nothing here does I/O except `load_members` and `load_auth_file` (read the files named in the
+config).
+
+Envelope addresses
+------------------
+The relay forwards every envelope address exactly as received, so it accepts only addresses it
+can put on the upstream MAIL/RCPT line byte for byte, and refuses the forms an open relay would
+honour. `parse_path` takes the argument of MAIL FROM:/RCPT TO: (after the colon) and returns the
+text between the angle brackets; `check_sender` / `check_rcpt` then decide:
+
+* A source route (`<@a,@b:user@c>`, RFC 5321 section 4.1.1.3 says to ignore it) is *dropped*:
+  the mailbox `user@c` is what is checked and forwarded.
+* Refused with 553 5.1.3: an empty local part; local part over 64 octets, domain over 255,
+  path over 256 (RFC 5321 section 4.5.3.1); control characters, spaces, commas, comments,
+  backslashes, bytes that are not UTF-8; a dot-string with empty atoms; a quoted local part
+  holding anything but atext characters and dots (`"john..doe"@x` passes, `"a b"@x` does not);
+  an address aiosmtplib would not put on the wire verbatim.
+* Refused with 553 5.7.1 (open-relay forms): `%` or `!` in the local part (percent hack, UUCP
+  bang paths), a quoted local part with `@` or `%`.
+* Refused with 553 5.6.7: a non-ASCII address when the client did not say MAIL ... SMTPUTF8.
+* Refused with 550 5.7.1: an address literal (`user@[192.0.2.1]`) as recipient; a recipient
+  domain not in `[listen] domains` when that list is not empty (exact match, case-insensitive).
+* `<>` is accepted as sender only; `<postmaster>` (no domain, RFC 5321 section 4.5.1) is accepted
+  as recipient.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import email.utils
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from aiosmtplib.email import parse_address
+
+from .config import Config, ConfigError
+
+Reply = tuple[int, str]
+
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256  # including the angle brackets
+
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]+")
+# a quoted local part may hold atext and dots in any order ("john..doe"), nothing else
+_QTEXT_OK = re.compile(r"[A-Za-z0-9#$&'*+\-./=?^_`{|}~]*")
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_NEWLINE = re.compile(rb"\r\n|\r|\n")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def parse_path(arg: str) -> tuple[str, str] | None:
+    """Split `<path> params` (or a bare `addr params`, which some clients send) into the text
+    between the brackets and the rest; None when the brackets do not balance. Quotes are
+    honoured so that `>` inside a quoted local part does not end the path."""
+    s = arg.lstrip(" ")
+    if not s.startswith("<"):
+        addr, _, rest = s.partition(" ")
+        return (addr, rest.strip()) if addr else None
+    quoted = False
+    i = 1
+    while i < len(s):
+        c = s[i]
+        if quoted and c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == ">" and not quoted:
+            rest = s[i + 1:]
+            if rest and not rest.startswith(" "):
+                return None
+            return s[1:i], rest.strip()
+        i += 1
+    return None
+
+
+def strip_route(path: str) -> str | None:
+    """`@a,@b:user@c` -> `user@c`; a path without a route unchanged; None if the route is
+    malformed."""
+    if not path.startswith("@"):
+        return path
+    route, sep, mailbox = path.partition(":")
+    if not sep:
+        return None
+    for hop in route.split(","):
+        if not hop.startswith("@") or _domain_problem(hop[1:], smtputf8=False) is not None:
+            return None
+    return mailbox
+
+
+def _bad(code: int, text: str) -> Reply:
+    return (code, text)
+
+
+def _domain_problem(domain: str, smtputf8: bool) -> str | None:
+    if not domain:
+        return "empty domain"
+    if len(domain.encode("utf-8", "surrogateescape")) > MAX_DOMAIN:
+        return "domain longer than 255 octets"
+    for label in domain.split("."):
+        if label.isascii():
+            if not _LABEL.fullmatch(label):
+                return "malformed domain"
+        else:
+            if not smtputf8:
+                return "non-ASCII domain"
+            try:
+                ace = label.encode("idna")
+            except UnicodeError:
+                return "malformed domain"
+            if not _LABEL.fullmatch(ace.decode("ascii")):
+                return "malformed domain"
+    return None
+
+
+def _literal_ok(domain: str) -> bool:
+    inner = domain[1:-1]
+    try:
+        if inner[:5].lower() == "ipv6:":
+            return ipaddress.ip_address(inner[5:]).version == 6
+        return ipaddress.ip_address(inner).version == 4
+    except ValueError:
+        return False
+
+
+def check_mailbox(addr: str, smtputf8: bool = False, *, literal_ok: bool = False) -> Reply | None:
+    """Syntax and open-relay checks common to senders and recipients (route already stripped)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in addr):
+        return _bad(553, "5.1.3 control characters are not allowed in addresses")
+    try:
+        raw = addr.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate-escaped bytes: not UTF-8
+        return _bad(553, "5.6.7 address is not valid UTF-8")
+    if not addr.isascii() and not smtputf8:
+        return _bad(553, "5.6.7 non-ASCII address needs MAIL FROM ... SMTPUTF8")
+    if len(raw) + 2 > MAX_PATH:
+        return _bad(553, "5.1.3 address longer than 256 octets")
+    if " " in addr or "," in addr:
+        return _bad(553, "5.1.3 spaces and commas are not allowed in addresses")
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        return _bad(553, "5.1.3 address needs a domain")
+    if not local:
+        return _bad(553, "5.1.3 empty local part")
+    if len(local.encode("utf-8")) > MAX_LOCAL:
+        return _bad(553, "5.1.3 local part longer than 64 octets")
+    if local.startswith('"'):
+        if len(local) < 2 or not local.endswith('"'):
+            return _bad(553, "5.1.3 malformed quoted local part")
+        inner = local[1:-1]
+        if "@" in inner or "%" in inner:
+            return _bad(553, "5.7.1 quoted local parts with @ or % are not relayed")
+        if not _QTEXT_OK.fullmatch(inner):
+            return _bad(553, "5.1.3 quoted local part cannot be forwarded verbatim")
+    else:
+        if "%" in local or "!" in local or "@" in local:
+            return _bad(553, "5.7.1 %, ! and @ routing in the local part is not relayed")
+        if not all(_ATEXT.fullmatch(atom) for atom in local.split(".")):
+            return _bad(553, "5.1.3 malformed local part")
+    if domain.startswith("["):
+        if not (literal_ok and domain.endswith("]") and _literal_ok(domain)):
+            return _bad(550, "5.7.1 address literals are not relayed")
+    else:
+        why = _domain_problem(domain, smtputf8)
+        if why is not None:
+            return _bad(553, f"5.1.3 {why}")
+    try:
+        verbatim = parse_address(addr) == addr
+    except ValueError:
+        verbatim = False
+    if not verbatim:
+        return _bad(553, "5.1.3 address cannot be forwarded verbatim")
+    return None
+
+
+def check_rcpt(addr: str, cfg: Config, smtputf8: bool = False) -> Reply | None:
+    """None if `addr` (route already stripped) may be relayed to, else (code, text)."""
+    if addr.lower() == "postmaster":
+        return None
+    bad = check_mailbox(addr, smtputf8)
+    if bad is not None:
+        return bad
+    domain = addr.rpartition("@")[2].lower()
+    if cfg.domains and domain not in cfg.domains:
+        return _bad(550, "5.7.1 relay not permitted for this domain")
+    return None
+
+
+def check_sender(addr: str, cfg: Config, smtputf8: bool = False) -> Reply | None:
+    """None if `addr` (route stripped; `<>` for the null sender) is an acceptable sender."""
+    if addr in ("<>", ""):
+        return None
+    return check_mailbox(addr, smtputf8, literal_ok=True)
+
+
+def mail_options_upstream(options: Iterable[str]) -> list[str]:
+    """The client's MAIL parameters that must reach the upstream (BODY=, SMTPUTF8); SIZE is
+    recomputed by the client library for each copy."""
+    out = []
+    for opt in options:
+        name = opt.partition("=")[0].upper()
+        if name in ("BODY", "SMTPUTF8"):
+            out.append(opt.upper())
+    return out
+
+
+# --- message classification ---------------------------------------------------------------
+
+def header_block(data: bytes, limit: int = 256 * 1024) -> bytes:
+    """The header section of a message (up to the first empty line), at most `limit` bytes."""
+    head = data[:limit]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = head.find(sep)
+        if i >= 0:
+            return head[: i + len(sep) // 2]
+    return head
+
+
+def header_addresses(header: bytes, names: Sequence[str] = ("to", "cc")) -> list[str]:
+    """Lower-cased addresses in the given header fields; malformed fields give what parses."""
+    msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
+        header_block(header))
+    values: list[str] = []
+    for name in names:
+        for v in msg.get_all(name, []):
+            values.append(str(v))
+    return [a.strip().lower() for _, a in email.utils.getaddresses(values) if a and "@" in a]
+
+
+def is_all_staff(header: bytes, envelope_rcpts: Sequence[str], cfg: Config) -> bool:
+    """Fingerprint this message? A To or Cc address in `cfg.lists` (case-insensitive), or at
+    least `cfg.min_recipients` envelope recipients when that is > 0. `header` may be the whole
+    message; only its header section is read."""
+    if cfg.min_recipients > 0 and len(envelope_rcpts) >= cfg.min_recipients:
+        return True
+    lists = {a.lower() for a in cfg.lists}
+    return any(a in lists for a in header_addresses(header))
+
+
+def addressed_to_list(envelope_rcpts: Sequence[str], cfg: Config) -> bool:
+    """An envelope recipient is itself a list address (the relay sits in front of the MTA, or
+    the list was Bcc'd): fingerprint too."""
+    lists = {a.lower() for a in cfg.lists} | {a.lower() for a in cfg.members}
+    return any(r.lower() in lists for r in envelope_rcpts)
+
+
+def parse_members(text: str, source: str) -> tuple[str, ...]:
+    """One address per line, `#` starts a comment; duplicates (case-insensitive) dropped."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        addr = line.split("#", 1)[0].strip()
+        if not addr:
+            continue
+        if addr.startswith("<") and addr.endswith(">"):
+            addr = addr[1:-1]
+        bad = check_mailbox(addr, smtputf8=True)
+        if bad is not None:
+            raise ConfigError(f"{source}: line {n}: {addr!r} is not a usable address "
+                              f"({bad[1].split(' ', 1)[1]})")
+        if addr.lower() not in seen:
+            seen.add(addr.lower())
+            out.append(addr)
+    return tuple(out)
+
+
+def load_members(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """Read every members file named in `[policy] members`; ConfigError naming a missing or
+    unreadable file."""
+    out: dict[str, tuple[str, ...]] = {}
+    for addr, path in cfg.members.items():
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: members file of {addr} not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+            raise ConfigError(f"{path}: cannot read members file of {addr}: {why}") from None
+        out[addr.lower()] = parse_members(text, str(path))
+    return out
+
+
+def expand(rcpts: Sequence[str], members: Mapping[str, Sequence[str]]) -> list[str]:
+    """Envelope recipients with every list address that has a members file replaced by its
+    members; the result has no case-insensitive duplicates (first spelling kept)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for r in rcpts:
+        for a in members.get(r.lower(), (r,)):
+            if a.lower() not in seen:
+                seen.add(a.lower())
+                out.append(a)
+    return out
+
+
+def normalise_newlines(data: bytes) -> bytes:
+    """Every bare CR and bare LF becomes CRLF (so no bare CR/LF ever goes upstream, and a
+    `\\n.\\n` inside the content is an ordinary, dot-stuffed line upstream, never an end of DATA);
+    the message ends with CRLF."""
+    if _BARE.search(data):
+        data = _NEWLINE.sub(b"\r\n", data)
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+# --- SMTP AUTH (offered only over TLS) ----------------------------------------------------------
+#
+# `[listen] auth_file`: one user per line, `user:HASH`, `#` comments. HASH is
+#   $scrypt$ln=14,r=8,p=1$<salt, base64>$<key, base64>          (hashlib.scrypt, 32-byte key)
+#   $pbkdf2-sha256$<iterations>$<salt, base64>$<key, base64>    (hashlib.pbkdf2_hmac)
+# Make one with: python -c "from relay.policy import hash_password; print(hash_password('pw'))"
+
+def hash_password(password: str, *, salt: bytes | None = None, ln: int = 14) -> str:
+    """An scrypt hash line for the auth file (without the `user:` prefix)."""
+    salt = salt if salt is not None else os.urandom(16)
+    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=1 << ln, r=8, p=1,
+                         maxmem=256 * 1024 * 1024, dklen=32)
+    b64 = base64.b64encode
+    return f"$scrypt$ln={ln},r=8,p=1${b64(salt).decode()}${b64(key).decode()}"
+
+
+def _check_hash(stored: str) -> None:
+    parts = stored.split("$")
+    if len(parts) != 5 or parts[0] != "":
+        raise ValueError("expected $scheme$params$salt$key")
+    scheme, params, salt, key = parts[1:]
+    base64.b64decode(salt, validate=True)
+    base64.b64decode(key, validate=True)
+    if scheme == "scrypt":
+        p = dict(kv.split("=", 1) for kv in params.split(","))
+        if set(p) != {"ln", "r", "p"} or not all(v.isdigit() for v in p.values()) \
+                or not 1 <= int(p["ln"]) <= 20:
+            raise ValueError("scrypt parameters must be ln=N,r=N,p=N")
+    elif scheme == "pbkdf2-sha256":
+        if not params.isdigit() or int(params) < 1000:
+            raise ValueError("pbkdf2-sha256 needs an iteration count of at least 1000")
+    else:
+        raise ValueError(f"unknown hash scheme {scheme!r} (scrypt or pbkdf2-sha256)")
+
+
+def verify_password(password: bytes, stored: str) -> bool:
+    """Constant-time check of a password against an auth-file hash."""
+    try:
+        _check_hash(stored)
+    except ValueError:
+        return False
+    scheme, params, salt_b64, key_b64 = stored.split("$")[1:]
+    salt, key = base64.b64decode(salt_b64), base64.b64decode(key_b64)
+    if scheme == "scrypt":
+        p = {k: int(v) for k, v in (kv.split("=", 1) for kv in params.split(","))}
+        got = hashlib.scrypt(password, salt=salt, n=1 << p["ln"], r=p["r"], p=p["p"],
+                             maxmem=256 * 1024 * 1024, dklen=len(key))
+    else:
+        got = hashlib.pbkdf2_hmac("sha256", password, salt, int(params), dklen=len(key))
+    return hmac.compare_digest(got, key)
+
+
+def load_auth_file(path: Path) -> dict[str, str]:
+    """user -> hash; ConfigError naming the file (and line) for any problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: auth file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+        raise ConfigError(f"{path}: cannot read auth file: {why}") from None
+    users: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, stored = line.partition(":")
+        if not sep or not user:
+            raise ConfigError(f"{path}: line {n}: expected user:$scheme$params$salt$key")
+        try:
+            _check_hash(stored)
+        except ValueError as e:
+            raise ConfigError(f"{path}: line {n}: {e}") from None
+        users[user] = stored
+    if not users:
+        raise ConfigError(f"{path}: no user in auth file")
+    return users

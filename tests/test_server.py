@@ -1,0 +1,438 @@
+"""The SMTP side of `relay serve`, end to end over loopback: relay in-process (and once as a
+subprocess), a recording aiosmtpd sink as the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import stat
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from conftest import Client, Sink, StartRelay, make_message, smtp_send, start_sink
+
+from relay.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_ordinary_mail_is_byte_identical(relay, sink: Sink) -> None:
+    data = make_message(to="bob@example.com", body=(
+        ".leading dot line\r\n..two dots\r\nGrüße aus Köln, 8-bit text\r\n"
+        "trailing spaces   \r\n\ttab\r\n" + "x" * 990 + "\r\n"))
+    reply = await smtp_send(relay.port, "boss@example.com",
+                            ["bob@example.com", "Carol@Example.com"], data,
+                            mail_options="BODY=8BITMIME")
+    assert reply.startswith("250 ")
+    assert len(sink.messages) == 1
+    m = sink.messages[0]
+    assert m.data == data
+    assert m.mail_from == "boss@example.com"
+    assert m.rcpt_tos == ["bob@example.com", "Carol@Example.com"]
+    assert "BODY=8BITMIME" in m.mail_options
+
+
+async def test_null_sender_and_source_route(relay, sink: Sink) -> None:
+    data = make_message(to="bob@example.com")
+    c = await Client.connect(relay.port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<@hop.example,@hop2.example:bob@example.com>")).startswith("250")
+    assert (await c.cmd("DATA")).startswith("354")
+    assert (await c.cmd(data + b".")).startswith("250")
+    await c.close()
+    assert sink.messages[0].mail_from == "<>"
+    assert sink.messages[0].rcpt_tos == ["bob@example.com"]  # the route is dropped
+
+
+async def test_smtputf8_and_8bitmime_end_to_end(relay, sink: Sink) -> None:
+    data = make_message(to="jürgen@exämple.de", subject="Grüße")
+    reply = await smtp_send(relay.port, "zoë@example.com", ["jürgen@exämple.de"], data,
+                            mail_options="BODY=8BITMIME SMTPUTF8")
+    assert reply.startswith("250")
+    m = sink.messages[0]
+    assert m.mail_from == "zoë@example.com" and m.rcpt_tos == ["jürgen@exämple.de"]
+    assert set(m.mail_options) >= {"BODY=8BITMIME", "SMTPUTF8"}
+    assert m.data == data
+
+
+async def test_utf8_address_needs_smtputf8(relay, sink: Sink) -> None:
+    reply = await smtp_send(relay.port, "a@example.com", ["jürgen@exämple.de"], b"x\r\n")
+    assert reply.startswith("553 5.6.7")
+    reply = await smtp_send(relay.port, "zoë@example.com", ["b@example.com"], b"x\r\n")
+    assert reply.startswith("553 5.6.7")
+    assert sink.messages == []
+
+
+async def test_client_outside_allow_is_refused_at_connect(cfg: Config, start_relay: StartRelay,
+                                                          sink: Sink) -> None:
+    import ipaddress
+
+    relay = await start_relay(replace(cfg, allow=(ipaddress.ip_network("10.0.0.0/8"),)))
+    c = await Client.connect(relay.port)
+    greeting = await c.reply()
+    assert greeting.startswith("554 5.7.1")
+    assert await c.reader.read() == b""  # and the connection is closed
+    await c.close()
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("rcpt,code", [
+    ("a%b@example.net", "553 5.7.1"),
+    ("b!a@example.net", "553 5.7.1"),
+    ('"a@b"@example.net', "553 5.7.1"),
+    ("a@[192.0.2.1]", "550 5.7.1"),
+    ("@example.net", "553 5.1.3"),
+    ("a(x)@example.net", "553 5.1.3"),
+    ("x" * 65 + "@example.net", "553 5.1.3"),
+    ("a, b@example.net", "553"),
+    ("outsider@other.example", "550 5.7.1"),
+])
+async def test_open_relay_forms_are_refused(cfg: Config, start_relay: StartRelay, sink: Sink,
+                                            rcpt: str, code: str) -> None:
+    relay = await start_relay(replace(cfg, domains=("example.net",)))
+    c = await Client.connect(relay.port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("250")
+    reply = await c.cmd(f"RCPT TO:<{rcpt}>")
+    assert reply.startswith(code), reply
+    assert (await c.cmd("RCPT TO:<ok@example.net>")).startswith("250")
+    await c.close()
+
+
+async def test_malformed_paths(relay, sink: Sink) -> None:
+    c = await Client.connect(relay.port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<a@example.com")).startswith("553")
+    assert (await c.cmd("MAIL FROM:<a%b@example.com>")).startswith("553 5.7.1")
+    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<@-bad-:x@example.com>")).startswith("553")
+    await c.close()
+
+
+async def test_size_limit(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, max_message_size=4096))
+    big = make_message(to="b@example.com", body="y" * 80 + "\r\n" * 1 + ("z" * 70 + "\r\n") * 80)
+    reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"], big)
+    assert reply.startswith("552")
+    reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"], b"x\r\n",
+                            mail_options="SIZE=5000")
+    assert reply.startswith("552")
+    assert sink.messages == []
+    small = make_message(to="b@example.com", body="short")
+    assert (await smtp_send(relay.port, "a@example.com", ["b@example.com"], small)
+            ).startswith("250")
+
+
+async def test_too_many_recipients(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, max_recipients=3, min_recipients=0))
+    c = await Client.connect(relay.port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    await c.cmd("MAIL FROM:<a@example.com>")
+    for i in range(3):
+        assert (await c.cmd(f"RCPT TO:<r{i}@example.com>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<r9@example.com>")).startswith("452 4.5.3")
+    await c.cmd("DATA")
+    assert (await c.cmd(make_message(to="x@example.com") + b".")).startswith("250")
+    await c.close()
+    assert sink.messages[0].rcpt_tos == ["r0@example.com", "r1@example.com", "r2@example.com"]
+
+
+async def test_bare_lf_is_normalised_and_never_smuggles(relay, sink: Sink) -> None:
+    c = await Client.connect(relay.port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    await c.cmd("MAIL FROM:<a@example.com>")
+    await c.cmd("RCPT TO:<b@example.com>")
+    await c.cmd("DATA")
+    payload = (b"Subject: smuggle\r\nTo: b@example.com\r\n\r\nline one\n.\nMAIL FROM:<evil@x>\n"
+               b"RCPT TO:<victim@example.com>\nDATA\nevil\r.\rmore\r\n")
+    reply = await c.cmd(payload + b".")
+    assert reply.startswith("250")
+    await c.close()
+    assert len(sink.messages) == 1
+    m = sink.messages[0]
+    assert m.rcpt_tos == ["b@example.com"]
+    assert m.data == (b"Subject: smuggle\r\nTo: b@example.com\r\n\r\nline one\r\n.\r\n"
+                      b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+                      b"evil\r\n.\r\nmore\r\n")
+
+
+async def test_upstream_down_gives_451(base_cfg: Config, start_relay: StartRelay) -> None:
+    relay = await start_relay(base_cfg)  # nothing listens on base_cfg.upstream_port
+    reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"],
+                            make_message(to="b@example.com"))
+    assert reply.startswith("451")
+    reply = await smtp_send(relay.port, "a@example.com",
+                            [f"u{i}@example.com" for i in range(25)], make_message())
+    assert reply.startswith("451")
+
+
+async def test_key_file_and_database_are_private(relay, cfg: Config, sink: Sink) -> None:
+    await smtp_send(relay.port, "a@example.com", ["b@example.com"], make_message())
+    assert stat.S_IMODE(os.stat(cfg.key_file).st_mode) == 0o600
+    for f in [cfg.db_path, *cfg.db_path.parent.glob(cfg.db_path.name + "-*")]:
+        assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, f
+
+
+async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartRelay,
+                                           tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="members file"):
+        await start_relay(replace(base_cfg, members={"l@example.com": tmp_path / "none.txt"}))
+    from relay.keys import KeyError_
+    from relay.store import StoreError
+
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError, match="dir.db"):
+        await start_relay(replace(base_cfg, db_path=tmp_path / "dir.db"))
+    loose = tmp_path / "loose.key"
+    loose.write_text("k1 " + "ab" * 32 + "\n")
+    loose.chmod(0o644)
+    with pytest.raises(KeyError_, match="0600"):
+        await start_relay(replace(base_cfg, key_file=loose))
+    blocker = await start_sink()
+    try:
+        with pytest.raises(ConfigError, match="cannot listen"):
+            await start_relay(replace(base_cfg, listen_port=blocker.port))
+    finally:
+        await blocker.close()
+
+
+async def test_handle_exception_answers_451(relay, sink: Sink) -> None:
+    from relay.server import Handler
+
+    assert relay.handler is not None
+    assert (await Handler.handle_exception(relay.handler, RuntimeError("boom"))).startswith(
+        "451 4.3.0")
+
+
+async def test_aiosmtplib_client_roundtrip(relay, sink: Sink) -> None:
+    # an ordinary library client (with its own EHLO/SIZE handling) works too
+    data = make_message(to="b@example.com")
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False) as s:
+        errors, _ = await s.sendmail("a@example.com", ["b@example.com"], data)
+    assert errors == {}
+    assert sink.messages[0].data == data
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def write_config(path: Path, upstream_port: int, extra: str = "") -> Path:
+    path.write_text(
+        '[listen]\nhost = "127.0.0.1"\nport = 0\nhostname = "relay.test"\n'
+        f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\ntimeout = 5\n'
+        'concurrency = 2\n'
+        '[store]\npath = "var/relay.db"\n[signature]\nkey_file = "var/relay.key"\n' + extra)
+    return path
+
+
+async def start_cli(config: Path) -> tuple[asyncio.subprocess.Process, int]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "--config", str(config),
+        cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    while True:
+        line = await asyncio.wait_for(proc.stderr.readline(), 20)
+        if not line:
+            raise AssertionError("relay exited before listening")
+        m = re.search(rb"listening on [^ ]+:(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
+
+
+async def drain(stream: asyncio.StreamReader | None) -> bytes:
+    return await stream.read() if stream is not None else b""
+
+
+@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
+async def test_cli_serve_subprocess(tmp_path: Path, sink: Sink) -> None:
+    conf = write_config(tmp_path / "config.toml", sink.port)
+    proc, port = await start_cli(conf)
+    try:
+        data = make_message(to="b@example.com")
+        assert (await smtp_send(port, "a@example.com", ["b@example.com"], data)).startswith("250")
+        assert sink.messages[0].data == data
+        assert stat.S_IMODE(os.stat(tmp_path / "var" / "relay.key").st_mode) == 0o600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 30)
+    err = (await drain(proc.stderr)).decode()
+    assert rc == 0, err
+    assert "from=<a@example.com>" in err and "Quarterly" not in err  # logged, without subject
+
+
+@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
+async def test_cli_config_error_is_one_line(tmp_path: Path) -> None:
+    conf = write_config(tmp_path / "config.toml", 1,
+                        '[policy]\nmembers = { "l@example.com" = "missing.txt" }\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "--config", str(conf), cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert err.decode().count("\n") == 1 and "missing.txt" in err.decode()
+
+
+# --- graceful stop ---------------------------------------------------------------------------
+
+STAFF = [f"member{i}@example.com" for i in range(40)]
+
+
+async def test_stop_answers_open_data_and_restart_resumes(cfg: Config, start_relay: StartRelay,
+                                                          sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, concurrency=2))
+    sink.data_delay = 0.05
+    data = make_message()
+    idle = await Client.connect(relay.port)
+    await idle.reply()
+    task = asyncio.create_task(smtp_send(relay.port, "boss@example.com", STAFF, data))
+    while len(sink.messages) < 4:
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await relay.stop(grace=10)
+    reply = await task
+    assert reply.startswith("451 4.3.2"), reply
+    assert loop.time() - t0 < 5
+    assert (await idle.reply()).startswith("421")  # idle sessions are told, then closed
+    await idle.close()
+    delivered = len(sink.messages)
+    assert 4 <= delivered < len(STAFF)
+    # a new process on the same database: the retry sends only the missing copies
+    relay2 = await start_relay(replace(cfg, concurrency=4))
+    sink.data_delay = 0
+    assert (await smtp_send(relay2.port, "boss@example.com", STAFF, data)).startswith("250")
+    got = sorted(r for m in sink.messages for r in m.rcpt_tos)
+    assert got == sorted(STAFF)
+
+
+@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
+async def test_sigterm_during_fanout(tmp_path: Path, sink: Sink) -> None:
+    conf = write_config(tmp_path / "config.toml", sink.port)
+    proc, port = await start_cli(conf)
+    sink.data_delay = 0.1  # 40 copies over 2 connections: about 2 s of fan-out
+    loop = asyncio.get_running_loop()
+    try:
+        task = asyncio.create_task(smtp_send(port, "boss@example.com", STAFF, make_message()))
+        while len(sink.messages) < 2:
+            await asyncio.sleep(0.01)
+        t0 = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        reply = await asyncio.wait_for(task, 30)
+        assert reply[:3] in ("250", "451"), reply
+        rc = await asyncio.wait_for(proc.wait(), 30)
+        assert loop.time() - t0 < 30
+        assert rc == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert len({m.rcpt_tos[0] for m in sink.messages}) == len(sink.messages)
+
+
+# --- STARTTLS and AUTH -----------------------------------------------------------------------
+
+def make_cert(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("relay.test")]), False)
+            .sign(key, hashes.SHA256()))
+    c, k = tmp_path / "cert.pem", tmp_path / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return c, k
+
+
+async def test_starttls(cfg: Config, start_relay: StartRelay, sink: Sink,
+                        tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    relay = await start_relay(replace(cfg, tls_cert=cert, tls_key=key))
+    data = make_message(to="b@example.com")
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=True,
+                               validate_certs=False) as s:
+        assert s.get_transport_info("sslcontext") is not None  # the session is encrypted
+        await s.sendmail("a@example.com", ["b@example.com"], data)
+    assert sink.messages[0].data == data
+
+
+async def test_starttls_required_beyond_loopback(cfg: Config, start_relay: StartRelay,
+                                                 sink: Sink, tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    relay = await start_relay(replace(cfg, listen_host="0.0.0.0", tls_cert=cert, tls_key=key))
+    c = await Client.connect(relay.port)
+    await c.reply()
+    assert "STARTTLS" in await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("530")
+    await c.close()
+
+
+async def test_auth_only_over_tls(cfg: Config, start_relay: StartRelay, sink: Sink,
+                                  tmp_path: Path) -> None:
+    from relay.policy import hash_password
+
+    cert, key = make_cert(tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"# users\nalice:{hash_password('s3cret', ln=10)}\n")
+    relay = await start_relay(replace(cfg, tls_cert=cert, tls_key=key, auth_file=users))
+    c = await Client.connect(relay.port)
+    await c.reply()
+    ehlo = await c.cmd("EHLO client.test")
+    assert "AUTH" not in ehlo  # not before TLS
+    assert (await c.cmd("AUTH PLAIN AGFsaWNlAHMzY3JldA==")).startswith("538")
+    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("530")
+    await c.close()
+
+    data = make_message(to="b@example.com")
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=True,
+                               validate_certs=False) as s:
+        await s.ehlo()
+        assert s.supports_extension("auth")
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            await s.login("alice", "wrong")
+        with pytest.raises(aiosmtplib.SMTPSenderRefused):
+            await s.sendmail("a@example.com", ["b@example.com"], data)
+        await s.login("alice", "s3cret")
+        await s.sendmail("a@example.com", ["b@example.com"], data)
+    assert [m.data for m in sink.messages] == [data]
+
+
+def test_auth_file_errors(tmp_path: Path) -> None:
+    from relay.policy import hash_password, load_auth_file, verify_password
+
+    with pytest.raises(ConfigError, match="not found"):
+        load_auth_file(tmp_path / "none")
+    bad = tmp_path / "bad"
+    bad.write_text("alice:plaintext\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_auth_file(bad)
+    h = hash_password("pw", ln=10)
+    assert verify_password(b"pw", h) and not verify_password(b"pw2", h)
+    import base64
+    import hashlib
+    salt = b"0123456789abcdef"
+    key = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)
+    p = f"$pbkdf2-sha256$1000${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+    assert verify_password(b"pw", p)

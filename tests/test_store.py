@@ -1,0 +1,96 @@
+"""The relay-side store methods: copy states, ordinary-mail outcomes, notices, file modes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from relay import store as store_mod
+from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
+
+
+def record(s: Store, identity: str) -> None:
+    s.record_message(identity=identity, key_id="k1", word_rate=0.15, sender="a@example.com",
+                     message_id="<m@x>", subject="s", date=None, size=10,
+                     documents=[("1", "plain", b"\0" * 16, b"\1")], doc_shingles=[[1, 2, 3]])
+
+
+def test_schema_is_current_and_reopens(tmp_path: Path) -> None:
+    p = tmp_path / "r.db"
+    Store(p).close()
+    s = Store(p)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS)
+    s.close()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    p = tmp_path / "sub" / "r.db"
+    s = Store(p)
+    record(s, "i1")
+    s.set_copy_state("i1", "a@example.com", ACCEPTED, "250 ok")
+    for f in [p, *p.parent.glob("r.db-*")]:
+        assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, f
+    assert (p.parent / "r.db-wal").exists()
+    s.close()
+
+
+def test_copies_pending_then_final(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    record(s, "i1")
+    s.add_copies("i1", ["a@example.com", "b@example.com", "c@example.com"])
+    assert s.copy_states("i1") == {"a@example.com": PENDING, "b@example.com": PENDING,
+                                   "c@example.com": PENDING}
+    s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok"),
+                             ("b@example.com", PERMFAIL, "550 no")])
+    s.set_copy_state("i1", "c@example.com", TEMPFAIL, "451 later")
+    s.add_copies("i1", ["a@example.com", "c@example.com"])  # a retry: states kept
+    d = s.copy_details("i1")
+    assert d == {"a@example.com": (ACCEPTED, "250 ok"), "b@example.com": (PERMFAIL, "550 no"),
+                 "c@example.com": (TEMPFAIL, "451 later")}
+    assert s.recipients("i1") == ["a@example.com", "b@example.com", "c@example.com"]
+    attempts = dict(s.db.execute("SELECT recipient, attempts FROM copies").fetchall())
+    assert attempts == {"a@example.com": 1, "b@example.com": 1, "c@example.com": 1}
+
+
+def test_deliveries_and_notices(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    assert s.delivery_states("x") == {}
+    s.set_delivery_states("x", [("a@example.com", ACCEPTED, "250"),
+                                ("b@example.com", TEMPFAIL, "451")])
+    s.set_delivery_states("x", [("b@example.com", ACCEPTED, "250")])
+    assert s.delivery_states("x") == {"a@example.com": (ACCEPTED, "250"),
+                                      "b@example.com": (ACCEPTED, "250")}
+    assert s.prune_deliveries(0) == 0
+    assert s.prune_deliveries(2**40) == 2
+    assert s.notice_state("x") is None
+    s.set_notice_state("x", ACCEPTED, "250 ok")
+    assert s.notice_state("x") == ACCEPTED
+
+
+def test_errors_are_store_errors(tmp_path: Path) -> None:
+    p = tmp_path / "r.db"
+    s = Store(p)
+    other = sqlite3.connect(p, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    s.db.conn.execute("PRAGMA busy_timeout = 10")
+    with pytest.raises(StoreError, match="cannot record"):
+        s.set_delivery_states("x", [("a@example.com", ACCEPTED, "250")])
+    other.rollback()
+    other.close()
+    s.set_delivery_states("x", [("a@example.com", ACCEPTED, "250")])
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    p = tmp_path / "old.db"
+    conn = sqlite3.connect(p)
+    conn.executescript(store_mod.MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    os.chmod(p, 0o600)
+    s = Store(p)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS)
+    s.set_notice_state("x", PERMFAIL, "550")
