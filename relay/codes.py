@@ -84,19 +84,33 @@ def bias(cls: int, word_rate: float) -> float:
 
 
 class CodeBook:
-    """Bits of one message for any recipient."""
+    """Bits of one message for any recipient.
 
-    def __init__(self, key: bytes, identity: str) -> None:
-        self._key = _sub(key, b"relay/code/v1|" + identity.encode())
+    A recipient's uniforms come from one SHAKE-256 stream keyed by (key, identity, recipient),
+    read at the rank of each carrier key among all of the message's carrier keys (`universe`,
+    the same set at signing and at decoding). One hash call per copy, whatever the length.
+    Without a universe, the carrier keys passed to each call are the universe.
+    """
+
+    def __init__(self, key: bytes, identity: str, universe: Iterable[bytes] | None = None) -> None:
+        self._key = _sub(key, b"relay/code/v2|" + identity.encode())
+        self._rank: dict[bytes, int] | None = None
+        if universe is not None:
+            self._rank = {c: i for i, c in enumerate(sorted(set(universe)))}
 
     def seed(self, recipient: str) -> bytes:
         return hmac.new(self._key, recipient.lower().encode("utf-8", "surrogateescape"),
                         hashlib.sha256).digest()
 
     def uniforms(self, recipient: str, ckeys: Sequence[bytes]) -> list[float]:
-        s = self.seed(recipient)
-        return [int.from_bytes(hashlib.blake2b(c, key=s, digest_size=8).digest(), "big") / TWO64
-                for c in ckeys]
+        rank = self._rank
+        if rank is None:
+            rank = {c: i for i, c in enumerate(sorted(set(ckeys)))}
+        n = len(rank)
+        stream = struct.unpack(f">{n}Q", hashlib.shake_256(self.seed(recipient)).digest(8 * n))
+        return [stream[rank[c]] / TWO64 for c in ckeys]
 
     def bits(self, recipient: str, ckeys: Sequence[bytes], biases: Sequence[float]) -> list[int]:
+        if len(ckeys) != len(biases):
+            raise ValueError("one bias per carrier key")
         return [int(u < p) for u, p in zip(self.uniforms(recipient, ckeys), biases, strict=True)]

@@ -27,6 +27,7 @@ class Log(Protocol):
     def document(self, doc_id: int) -> Any: ...
     def message(self, identity: str) -> dict: ...
     def recipients(self, identity: str) -> list[str]: ...
+    def documents_of(self, identity: str) -> list[Any]: ...
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Evidence:
 
     identity: str
     key: bytes
+    universe: frozenset[bytes]  # every carrier key of the message (fixes each one's code rank)
     ckeys: list[bytes]
     biases: list[float]
     bits: list[int]
@@ -97,13 +99,22 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
                 continue
             ck = carrier_keys(doc_hashes)
             obs = [(g, b) for g, b in a.observed if doc.classes[g]]
-            ev = Evidence(doc.identity, key, [ck[g] for g, _ in obs],
+            ev = Evidence(doc.identity, key, _universe(log, doc.identity),
+                          [ck[g] for g, _ in obs],
                           [bias(doc.classes[g], msg["word_rate"]) for g, _ in obs],
                           [b for _, b in obs], a.matched, len(words))
             rank = (a.matched, len(obs))
             if doc.identity not in best or rank > best[doc.identity][0]:
                 best[doc.identity] = (rank, ev)
     return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
+
+
+def _universe(log: Log, identity: str) -> frozenset[bytes]:
+    keys: set[bytes] = set()
+    for d in log.documents_of(identity):
+        ck = carrier_keys(unpack_hashes(d.words))
+        keys.update(c for c, cls in zip(ck, d.classes, strict=True) if cls)
+    return frozenset(keys)
 
 
 def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
@@ -122,7 +133,8 @@ def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
                     bad.add(ck)
                 seen.setdefault(ck, (p, b))
         keep = [(ck, p, b) for ck, (p, b) in seen.items() if ck not in bad]
-        out.append(Evidence(evs[0].identity, evs[0].key, [k for k, _, _ in keep],
+        out.append(Evidence(evs[0].identity, evs[0].key, evs[0].universe,
+                            [k for k, _, _ in keep],
                             [p for _, p, _ in keep], [b for _, _, b in keep],
                             sum(e.matched_words for e in evs), sum(e.words for e in evs)))
     return out
@@ -138,7 +150,7 @@ def _score(evidence: Sequence[Evidence],
     """Rank recipients on the pooled evidence of the messages they received."""
     per: dict[str, tuple[int, int, list[float]]] = {}
     for idx, ev in enumerate(evidence):
-        book = CodeBook(ev.key, ev.identity)
+        book = CodeBook(ev.key, ev.identity, ev.universe)
         rates = null_rates(ev.biases, ev.bits)
         for r in recipients[idx]:
             code = [int(u < p) for u, p in zip(book.uniforms(r, ev.ckeys), ev.biases,

@@ -145,7 +145,6 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) 
     parts, skipped = mime.text_parts(raw)
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
                  meta=_meta(raw), documents=[], skipped=list(skipped))
-    book = CodeBook(key, identity)
     for part in parts:
         layout = analyse(part)
         hashes = word_hashes(key, layout.words)
@@ -170,7 +169,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) 
         p._gaps.append(gaps)
         p._ckeys.extend(ckeys[i] for i, _ in gaps)
         p._biases.extend(bias(g.cls, word_rate) for _, g in gaps)
-    p._book = book
+    p._book = CodeBook(key, identity, p._ckeys)
     for reason in p.skipped:
         log.info("message %s: left unchanged: %s", identity[:12], reason)
     return p

@@ -108,7 +108,8 @@ class MemLog:
         self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, **meta},
                                sorted(recipients))
         return Logged(identity, text, gaps, [ck[i] for i, _ in gaps],
-                      [bias(g.cls, rate) for _, g in gaps], CodeBook(key, identity), meta,
+                      [bias(g.cls, rate) for _, g in gaps],
+                      CodeBook(key, identity, [ck[i] for i, _ in gaps]), meta,
                       sorted(recipients))
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -126,6 +127,9 @@ class MemLog:
 
     def recipients(self, identity: str) -> list[str]:
         return list(self.msgs[identity][1])
+
+    def documents_of(self, identity: str) -> list[Doc]:
+        return [d for d in self.docs.values() if d.identity == identity]
 
 
 def staff(n: int, prefix: str = "user") -> list[str]:
