@@ -25,9 +25,10 @@ smtp_data_done_timeout = 600 s; INTERFACE: 300 s). With R recipients, C upstream
 relay starts no new copy after `fanout_budget` (default 240 s) from the end of DATA, lets the
 copies in flight finish (each bounded by `[upstream] timeout`), and answers at the latest
 REPLY_LIMIT = 290 s after the end of DATA: 451 if copies remain, and the retry resumes where the
-fan-out stopped. Example: C = 8, t_copy = 6 ms (1,300 copies/s on loopback): 10,000 copies take
-about 8 s; only an upstream slower than C * 240 s / R per copy (R = 50, Postfix's usual batch:
-38 s per copy) ever splits a batch over two attempts. The receive time does not count against the
+fan-out stopped. Measured (bench/fanout.py, 2 cores, smtp-sink upstream, C = 8, a 35 KB
+text+HTML+PDF message): 255 copies/s, so 10,000 copies take about 40 s and a Postfix batch of
+50 about 0.2 s; only an upstream slower than C * 240 s / R per copy (R = 50: 38 s per copy)
+ever splits a batch over two attempts. The receive time does not count against the
 client's timer; the relay's own session timer is re-armed when DATA ends.
 """
 
