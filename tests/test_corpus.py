@@ -62,3 +62,30 @@ def test_corpus_message_fingerprints_or_passes(path: Path) -> None:
             assert squash(body.decode(codec)) == squash(obody.decode(codec))
     if p.carriers >= 8:  # three equal codes of 8+ fair bits: < 1e-4
         assert len(set(copies)) > 1
+
+
+async def test_corpus_through_the_relay(relay: object, sink: object) -> None:
+    """Every corpus message, sent as all-staff mail through the running relay: never a 5xx,
+    one copy per recipient, each copy the original or a whitespace-only variant."""
+    from conftest import smtp_send
+
+    port = relay.port  # type: ignore[attr-defined]
+    rcpts = ["a@example.com", "b@example.com", "all-staff@example.com"]
+    for path in FILES:
+        raw = normalise_newlines(path.read_bytes())
+        before = len(sink.messages)  # type: ignore[attr-defined]
+        reply = await smtp_send(port, "sender@example.com", rcpts, raw,
+                                mail_options="BODY=8BITMIME")
+        assert reply.startswith("250"), f"{path.name}: {reply}"
+        got = sink.messages[before:]  # type: ignore[attr-defined]
+        assert sorted(r for m in got for r in m.rcpt_tos) == sorted(rcpts), path.name
+        for m in got:
+            assert len(m.rcpt_tos) == 1
+            if m.data != raw:
+                assert m.data.split(b"\r\n\r\n", 1)[0] == raw.split(b"\r\n\r\n", 1)[0]
+                for (t, body, cs), (_, obody, _) in zip(leaves(m.data), leaves(raw),
+                                                       strict=True):
+                    if body != obody:
+                        assert t in ("text/plain", "text/html"), path.name
+                        assert squash(body.decode(cs or "us-ascii")) == \
+                            squash(obody.decode(cs or "us-ascii"))
