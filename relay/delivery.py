@@ -381,10 +381,9 @@ class Deliverer:
             log.info("%s finished after the reply: %s", txn.qid, job.result())
 
     def _log(self, txn: Transaction, reply: str) -> None:
-        # one line per transaction: never subjects, never anything about signatures
-        kind = {True: "yes", False: "no", None: "?"}[txn.fingerprinted]
-        log.info("%s from=<%s> rcpts=%d copies=%d fingerprinted=%s size=%d result=%s",
-                 txn.qid, wire_sender(txn.sender), len(txn.rcpts), txn.copies, kind,
+        # one line per transaction: never subjects, never whether or how copies are signed
+        log.info("%s from=<%s> rcpts=%d transactions=%d size=%d result=%s",
+                 txn.qid, wire_sender(txn.sender), len(txn.rcpts), txn.copies,
                  len(txn.data), reply)
 
     async def _flush_unrecorded(self) -> None:
