@@ -7,8 +7,8 @@ Guarantees (see INTERFACE.md):
   outcome is recorded (table `deliveries`) so that the client's retry goes only to the others.
 * All-staff mail: `fingerprint.prepare()` once, the message logged, then one upstream
   transaction per recipient with that recipient's copy. Each copy's outcome is committed to the
-  database (group commit, fsynced) as soon as the upstream has answered, before the worker takes
-  the next copy; a retry (same bytes, same envelope sender: same identity) skips every copy that
+  database (group commit, fsynced) as soon as the upstream has answered, before the worker sends
+  its next copy (so a kill leaves at most one unrecorded accepted copy per connection); a retry (same bytes, same envelope sender: same identity) skips every copy that
   is already accepted or permanently refused.
 * The reply to the client: 250 only when every recipient is accepted or permanently refused and
   reported (one RFC 3464 notification from `<>`, recorded so a retry never sends a second one);
@@ -525,7 +525,8 @@ class Deliverer:
             return why[0] if why else None
 
         async def record(rcpt: str, out: Outcome) -> None:
-            # committed at once (group commit); the worker does not wait for it, the reply does
+            # committed at once (group commit with the other workers); the worker renders its
+            # next copy meanwhile, and waits for this record before sending that copy
             try:
                 await self.store.record_copy(identity, rcpt, out)
             except StoreError as e:
@@ -536,6 +537,7 @@ class Deliverer:
                     self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
 
         async def worker() -> None:
+            pending: asyncio.Task[None] | None = None
             while queue:
                 reason = halt()
                 if reason is not None:
@@ -547,9 +549,18 @@ class Deliverer:
                     data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
                 else:
                     data = prepared.copy_for(rcpt)
+                if pending is not None:
+                    # the previous copy is durable before this one goes out: a kill can
+                    # leave at most one accepted-but-unrecorded copy per connection
+                    await pending
+                    reason = halt()
+                    if reason is not None:
+                        queue.appendleft(rcpt)
+                        continue
                 out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
                 results[rcpt] = out
-                records.append(loop.create_task(record(rcpt, out)))
+                pending = loop.create_task(record(rcpt, out))
+                records.append(pending)
 
         records: list[asyncio.Task[None]] = []
         n = min(self.pool.size, len(todo))

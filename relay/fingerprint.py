@@ -96,7 +96,11 @@ class Prepared:
 
 def _meta(raw: bytes) -> dict[str, str | None]:
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head + b"\n\n")
+    try:
+        msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
+            head + b"\n\n")
+    except Exception:  # e.g. a NUL in a header: metadata is optional, delivery is not
+        return {"message_id": None, "subject": None, "date": None}
 
     def get(name: str) -> str | None:
         try:

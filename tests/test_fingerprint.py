@@ -175,3 +175,14 @@ def test_property_only_whitespace_changes(paras: list[str], cte: str, who: str) 
         else:
             assert body == obody
     assert b"\r" not in copy.replace(b"\r\n", b"")
+
+
+def test_unparsable_header_still_fingerprints() -> None:
+    """A NUL in an RFC 2231 parameter makes the email package raise; the metadata is optional,
+    the copy is not (found by bench/fuzz_mime.py)."""
+    raw = (b"From: boss@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
+           b"Content-Type: text/plain; name*=a\x00b''x\r\n\r\n"
+           b"Hello there. This is the text of the message. It has words.\r\n")
+    p = prepare(raw, "boss@example.com", "k1", KEY, 0.5)
+    assert p.meta == {"message_id": None, "subject": None, "date": None}
+    assert p.carriers > 0
