@@ -147,20 +147,28 @@ def _meta(log: Log, identity: str) -> dict[str, Any]:
 
 def _score(evidence: Sequence[Evidence],
            recipients: Sequence[Sequence[str]]) -> list[Candidate]:
-    """Rank recipients on the pooled evidence of the messages they received."""
-    per: dict[str, tuple[int, int, list[float]]] = {}
+    """Rank recipients on the pooled evidence of the messages they received. Recipients who
+    received the same messages share one null distribution, so the p-value is computed once
+    per (set of messages, disagreement count)."""
+    per: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+    rates_of = [null_rates(ev.biases, ev.bits) for ev in evidence]
     for idx, ev in enumerate(evidence):
         book = CodeBook(ev.key, ev.identity, ev.universe)
-        rates = null_rates(ev.biases, ev.bits)
         for r in recipients[idx]:
             code = [int(u < p) for u, p in zip(book.uniforms(r, ev.ckeys), ev.biases,
                                                 strict=True)]
             d = disagreements(code, ev.bits)
-            n0, d0, rr = per.get(r, (0, 0, []))
-            per[r] = (n0 + len(ev.bits), d0 + d, rr + rates)
-    out = [Candidate(r, n, n - d, p_at_most(rates, d) if n else 1.0)
-           for r, (n, d, rates) in per.items()]
-    return out
+            n0, d0, got = per.get(r, (0, 0, ()))
+            per[r] = (n0 + len(ev.bits), d0 + d, (*got, idx))
+    cache: dict[tuple[tuple[int, ...], int], float] = {}
+
+    def p_value(got: tuple[int, ...], d: int) -> float:
+        if (got, d) not in cache:
+            cache[got, d] = p_at_most([x for i in got for x in rates_of[i]], d)
+        return cache[got, d]
+
+    return [Candidate(r, n, n - d, p_value(got, d) if n else 1.0)
+            for r, (n, d, got) in per.items()]
 
 
 def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring,

@@ -107,5 +107,6 @@ def plain_mail(text: str, *, monospace: bool, font_px: int = 14, width_px: int =
 
 
 def page_height(n_lines: int, *, font_px: int, margin: int = 40) -> int:
-    """A window height (CSS px) tall enough for `n_lines` lines of text."""
-    return margin + math.ceil(n_lines * font_px * 1.4)
+    """A window height (CSS px) tall enough for `n_lines` lines of text (at least 200: headless
+    Chromium paints only the first line or so of a window 120 px tall or less)."""
+    return max(200, margin + math.ceil(n_lines * font_px * 1.4))
