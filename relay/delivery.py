@@ -8,8 +8,9 @@ Guarantees (see INTERFACE.md):
 * All-staff mail: `fingerprint.prepare()` once, the message logged, then one upstream
   transaction per recipient with that recipient's copy. Each copy's outcome is committed to the
   database (group commit, fsynced) as soon as the upstream has answered, before the worker sends
-  its next copy (so a kill leaves at most one unrecorded accepted copy per connection); a retry (same bytes, same envelope sender: same identity) skips every copy that
-  is already accepted or permanently refused.
+  its next copy (so a kill leaves at most one unrecorded accepted copy per connection); a
+  retry (same bytes, same envelope sender: same identity) skips every copy that is already
+  accepted or permanently refused.
 * The reply to the client: 250 only when every recipient is accepted or permanently refused and
   reported (one RFC 3464 notification from `<>`, recorded so a retry never sends a second one);
   451 as soon as anything is temporary (the client retries and resumes); 5xx with the
