@@ -490,16 +490,11 @@ class Deliverer:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current
-        prepared, docs, shingles = await loop.run_in_executor(
+        prepared, entry = await loop.run_in_executor(
             None, _prepare, txn.data, txn.sender, key_id, key, word_rate)
         assert prepared.identity == identity
         async with self._identity(identity, stop_new):
-            await self.store.call(
-                "record_message", identity=identity, key_id=prepared.key_id,
-                word_rate=prepared.word_rate, sender=txn.sender,
-                message_id=prepared.meta.get("message_id"),
-                subject=prepared.meta.get("subject"), date=prepared.meta.get("date"),
-                size=len(txn.data), documents=docs, doc_shingles=shingles)
+            await self.store.call("record_message", **entry)
             details = await self.store.call("copy_details", identity)
             known = {r.lower(): Outcome(st, rep or "") for r, (st, rep) in details.items()}
             todo = [r for r in rcpts if not (r.lower() in known and known[r.lower()].final)]
@@ -621,10 +616,9 @@ class Deliverer:
 
 
 def _prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float
-             ) -> tuple[fingerprint.Prepared, list[tuple[str, str, bytes, bytes]], list[list[int]]]:
+             ) -> tuple[fingerprint.Prepared, dict[str, Any]]:
     from . import fingerprint  # imported when first needed: ordinary mail does not need it
 
     p = fingerprint.prepare(raw, sender, key_id, key, word_rate)
-    docs = [(d.part, d.kind, d.words_blob, d.classes) for d in p.documents]
-    return p, docs, [d.shingles() for d in p.documents]
+    return p, p.log_entry(sender)
 

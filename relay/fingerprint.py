@@ -11,6 +11,7 @@ import email.policy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import mime
 from .carriers import NONE, Gap, Layout, analyse_html, analyse_plain
@@ -64,6 +65,15 @@ class Prepared:
     @property
     def carriers(self) -> int:
         return len(self._ckeys)
+
+    def log_entry(self, sender: str) -> dict[str, Any]:
+        """Keyword arguments for Store.record_message: what the log keeps of this message."""
+        return {
+            "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
+            "sender": sender, "size": len(self.raw), **self.meta,
+            "documents": [(d.part, d.kind, d.words_blob, d.classes) for d in self.documents],
+            "doc_shingles": [d.shingles() for d in self.documents],
+        }
 
     def bits_for(self, recipient: str) -> list[int]:
         assert self._book is not None

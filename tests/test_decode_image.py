@@ -50,11 +50,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, by
     key = bytes.fromhex(KEY_HEX)
     p = prepare(raw, "ceo@example.com", "k1", key, 0.16)
     store = Store(tmp / "relay.db")
-    store.record_message(identity=p.identity, key_id="k1", word_rate=0.16,
-                         sender="ceo@example.com", size=len(raw),
-                         documents=[(d.part, d.kind, d.words_blob, d.classes)
-                                    for d in p.documents],
-                         doc_shingles=[d.shingles() for d in p.documents], **p.meta)
+    store.record_message(**p.log_entry("ceo@example.com"))
     rcpts = [f"staff{i:04d}@example.com" for i in range(1000)]
     for r in rcpts:
         store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")

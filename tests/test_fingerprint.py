@@ -126,11 +126,7 @@ def test_decode_names_recipient_through_real_store(tmp_path: Path, source: str) 
     raw = build(prose())
     p = prepare(raw, "boss@example.com", "k1", KEY, 0.16)
     store = Store(tmp_path / "relay.db")
-    store.record_message(identity=p.identity, key_id="k1", word_rate=0.16,
-                         sender="boss@example.com", size=len(raw),
-                         documents=[(d.part, d.kind, d.words_blob, d.classes)
-                                    for d in p.documents],
-                         doc_shingles=[d.shingles() for d in p.documents], **p.meta)
+    store.record_message(**p.log_entry("boss@example.com"))
     rcpts = [f"user{i}@example.com" for i in range(300)]
     for r in rcpts:
         store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
