@@ -175,5 +175,7 @@ def test_innocents_through_codebook() -> None:
         assert rate <= alpha + 4 * math.sqrt(alpha * (1 - alpha) / n), (alpha, rate)
     # not vacuous: the p-values spread over (0, 1]
     assert min(pvs) < 0.05 and max(pvs) > 0.5
-    # the leaker is far out in the tail
-    assert table[0] < 1e-6 / n
+    # a leaker is far out in the tail (typically: one leaker's code may have few doubled gaps)
+    exact = [p_at_most(null_rates(biases, book.bits(f"leaker{r}@example.com", keys_, biases)), 0)
+             for r in range(50)]
+    assert sorted(exact)[len(exact) // 2] < 1e-6 / n
