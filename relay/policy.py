@@ -274,18 +274,23 @@ def parse_members(text: str, source: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 file named in the config; ConfigError naming it and `what` it is."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+        raise ConfigError(f"{path}: cannot read {what}: {why}") from None
+
+
 def load_members(cfg: Config) -> dict[str, tuple[str, ...]]:
     """Read every members file named in `[policy] members`; ConfigError naming a missing or
     unreadable file."""
     out: dict[str, tuple[str, ...]] = {}
     for addr, path in cfg.members.items():
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: members file of {addr} not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            why = e.strerror if isinstance(e, OSError) else "not UTF-8"
-            raise ConfigError(f"{path}: cannot read members file of {addr}: {why}") from None
+        text = _read_text(path, f"members file of {addr}")
         out[addr.lower()] = parse_members(text, str(path))
     return out
 
@@ -368,13 +373,7 @@ def verify_password(password: bytes, stored: str) -> bool:
 
 def load_auth_file(path: Path) -> dict[str, str]:
     """user -> hash; ConfigError naming the file (and line) for any problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: auth file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not UTF-8"
-        raise ConfigError(f"{path}: cannot read auth file: {why}") from None
+    text = _read_text(path, "auth file")
     users: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
