@@ -86,6 +86,7 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
     norms = [w.norm for w in words]
     gaps = [w.gap_after for w in words]
     need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
+    universes: dict[str, frozenset[bytes]] = {}  # per message, computed once
     for key_id, key in keyring.keys:
         hashes = word_hashes(key, norms)
         for doc_id, _hits in log.find_documents(shingles(hashes)):
@@ -99,7 +100,9 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
                 continue
             ck = carrier_keys(doc_hashes)
             obs = [(g, b) for g, b in a.observed if doc.classes[g]]
-            ev = Evidence(doc.identity, key, _universe(log, doc.identity),
+            if doc.identity not in universes:
+                universes[doc.identity] = _universe(log, doc.identity)
+            ev = Evidence(doc.identity, key, universes[doc.identity],
                           [ck[g] for g, _ in obs],
                           [bias(doc.classes[g], msg["word_rate"]) for g, _ in obs],
                           [b for _, b in obs], a.matched, len(words))
