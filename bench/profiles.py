@@ -171,7 +171,8 @@ class MemLog:
         self._rcpts = [f"user{i:05d}@example.com" for i in range(n_recipients)]
 
     def add(self, p: Prepared, key_id: str) -> None:
-        self.messages[p.identity] = {"key_id": key_id, "word_rate": p.word_rate, **p.meta}
+        self.messages[p.identity] = {"key_id": key_id, "word_rate": p.word_rate,
+                                      "block": p.block, **p.meta}
         for d in p.documents:
             self.docs.append(MemDoc(len(self.docs), p.identity, d.part, d.kind, d.words_blob,
                                     d.classes))
@@ -285,13 +286,10 @@ def code_version() -> str:
 
 def memoise_decoder() -> None:
     """Speed the decoder up without changing a single result: it recomputes the carrier keys of
-    the whole logged document for every excerpt (~60 ms for a 6,000-word message), and the exact
-    null distribution P(D <= d) once per recipient although the rates are the same for every
-    recipient of a message (most of the ~2 s a 10,000-recipient decode takes). Both are pure
-    functions; memoise them in this process."""
-    ck_orig, p_orig = decoding.carrier_keys, decoding.p_at_most
+    the whole logged document for every excerpt (~60 ms for a 6,000-word message). A pure
+    function; memoise it in this process."""
+    ck_orig = decoding.carrier_keys
     ck_cache: dict[tuple[int, ...], list[bytes]] = {}
-    p_cache: dict[tuple[tuple[float, ...], int], float] = {}
 
     def carrier_keys(hashes):
         k = tuple(hashes)
@@ -300,16 +298,7 @@ def memoise_decoder() -> None:
             ck_cache[k] = ck_orig(hashes)
         return ck_cache[k]
 
-    def p_at_most(rates, d):
-        k = (tuple(rates), d)
-        if k not in p_cache:
-            if len(p_cache) > 100_000:
-                p_cache.clear()
-            p_cache[k] = p_orig(rates, d)
-        return p_cache[k]
-
     decoding.carrier_keys = carrier_keys
-    decoding.p_at_most = p_at_most
 
 
 @dataclass

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 PROFILES: dict[str, float] = {
-    # probability that a recipient's copy doubles an ordinary word gap
+    # share of ordinary word gaps a recipient's copy doubles (exactly, in every block of about
+    # 48 word gaps: codes.Blocks)
     "stealth": 0.0,  # sentence gaps only (the 2008 scheme)
-    "standard": 0.16,  # default: at most one word gap in six changes
+    "standard": 1 / 6,  # default: one word gap in six, never more
     "dense": 0.3,
 }
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .align import Alignment, align
-from .codes import CodeBook, bias, carrier_keys, shingles, unpack_hashes, word_hashes
+from .carriers import SENTENCE, WORD
+from .codes import MessageCode, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
-from .score import disagreements, family_wise, null_rates, p_at_most
+from .score import block_pmf, disagreements, family_wise, p_at_most
 from .tokens import ExcerptWord
 
 MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
@@ -49,10 +50,9 @@ class Evidence:
     """What one excerpt shows of one logged message."""
 
     identity: str
-    key: bytes
-    universe: frozenset[bytes]  # every carrier key of the message (fixes each one's code rank)
+    code: MessageCode
     ckeys: list[bytes]
-    biases: list[float]
+    classes: list[int]  # carriers.SENTENCE or WORD
     bits: list[int]
     matched_words: int
     words: int
@@ -86,7 +86,7 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
     norms = [w.norm for w in words]
     gaps = [w.gap_after for w in words]
     need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
-    universes: dict[str, frozenset[bytes]] = {}  # per message, computed once
+    codes: dict[str, MessageCode] = {}  # per message, built once
     for key_id, key in keyring.keys:
         hashes = word_hashes(key, norms)
         for doc_id, _hits in log.find_documents(shingles(hashes)):
@@ -99,25 +99,49 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[E
             if a.matched < need:
                 continue
             ck = carrier_keys(doc_hashes)
-            obs = [(g, b) for g, b in a.observed if doc.classes[g]]
-            if doc.identity not in universes:
-                universes[doc.identity] = _universe(log, doc.identity)
-            ev = Evidence(doc.identity, key, universes[doc.identity],
-                          [ck[g] for g, _ in obs],
-                          [bias(doc.classes[g], msg["word_rate"]) for g, _ in obs],
-                          [b for _, b in obs], a.matched, len(words))
+            if doc.identity not in codes:
+                codes[doc.identity] = _code(log, doc.identity, key, msg)
+            code = codes[doc.identity]
+            # a sentence carrier whose key is a word carrier elsewhere in the message would
+            # share its stream value with a block: left out, so carriers stay independent
+            obs = [(g, b) for g, b in a.observed
+                   if doc.classes[g] == WORD
+                   or (doc.classes[g] == SENTENCE and code.in_block(ck[g]) is None)]
+            ev = Evidence(doc.identity, code, [ck[g] for g, _ in obs],
+                          [doc.classes[g] for g, _ in obs], [b for _, b in obs],
+                          a.matched, len(words))
             rank = (a.matched, len(obs))
             if doc.identity not in best or rank > best[doc.identity][0]:
                 best[doc.identity] = (rank, ev)
     return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
 
 
-def _universe(log: Log, identity: str) -> frozenset[bytes]:
-    keys: set[bytes] = set()
-    for d in log.documents_of(identity):
-        ck = carrier_keys(unpack_hashes(d.words))
-        keys.update(c for c, cls in zip(ck, d.classes, strict=True) if cls)
-    return frozenset(keys)
+def _code(log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCode:
+    docs = [(carrier_keys(unpack_hashes(d.words)), d.classes)
+            for d in log.documents_of(identity)]
+    return MessageCode(key, identity, docs, msg["word_rate"], msg.get("block") or 0)
+
+
+def _null(ev: Evidence) -> tuple[list[float], list[list[float]]]:
+    """What an innocent's disagreements with this evidence are made of: independent carriers
+    (their chance to differ from the leak) and blocks (exact distributions)."""
+    rates: list[float] = []
+    seen: dict[int, list[int]] = {}  # block -> [carriers observed, of them doubled]
+    code = ev.code
+    for c, cls, y in zip(ev.ckeys, ev.classes, ev.bits, strict=True):
+        b = code.in_block(c) if cls == WORD else None
+        if b is not None:
+            s = seen.setdefault(b, [0, 0])
+            s[0] += 1
+            s[1] += y
+        else:
+            p = 0.5 if cls == SENTENCE else code.word_rate
+            rates.append(p if y == 0 else 1.0 - p)
+    blocks = code.blocks
+    assert blocks is not None or not seen
+    pmfs = [block_pmf(len(blocks.members[b]), blocks.ones[b], j, w)
+            for b, (j, w) in seen.items()] if blocks is not None else []
+    return rates, pmfs
 
 
 def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
@@ -128,17 +152,17 @@ def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
         by_id.setdefault(ev.identity, []).append(ev)
     out = []
     for evs in by_id.values():
-        seen: dict[bytes, tuple[float, int]] = {}
+        seen: dict[bytes, tuple[int, int]] = {}
         bad: set[bytes] = set()
         for ev in evs:
-            for ck, p, b in zip(ev.ckeys, ev.biases, ev.bits, strict=True):
-                if ck in seen and seen[ck][1] != b:
+            for ck, cls, b in zip(ev.ckeys, ev.classes, ev.bits, strict=True):
+                if ck in seen and seen[ck] != (cls, b):
                     bad.add(ck)
-                seen.setdefault(ck, (p, b))
-        keep = [(ck, p, b) for ck, (p, b) in seen.items() if ck not in bad]
-        out.append(Evidence(evs[0].identity, evs[0].key, evs[0].universe,
+                seen.setdefault(ck, (cls, b))
+        keep = [(ck, cls, b) for ck, (cls, b) in seen.items() if ck not in bad]
+        out.append(Evidence(evs[0].identity, evs[0].code,
                             [k for k, _, _ in keep],
-                            [p for _, p, _ in keep], [b for _, _, b in keep],
+                            [c for _, c, _ in keep], [b for _, _, b in keep],
                             sum(e.matched_words for e in evs), sum(e.words for e in evs)))
     return out
 
@@ -154,20 +178,18 @@ def _score(evidence: Sequence[Evidence],
     received the same messages share one null distribution, so the p-value is computed once
     per (set of messages, disagreement count)."""
     per: dict[str, tuple[int, int, tuple[int, ...]]] = {}
-    rates_of = [null_rates(ev.biases, ev.bits) for ev in evidence]
+    nulls = [_null(ev) for ev in evidence]
     for idx, ev in enumerate(evidence):
-        book = CodeBook(ev.key, ev.identity, ev.universe)
         for r in recipients[idx]:
-            code = [int(u < p) for u, p in zip(book.uniforms(r, ev.ckeys), ev.biases,
-                                                strict=True)]
-            d = disagreements(code, ev.bits)
+            d = disagreements(ev.code.bits(r, ev.ckeys, ev.classes), ev.bits)
             n0, d0, got = per.get(r, (0, 0, ()))
             per[r] = (n0 + len(ev.bits), d0 + d, (*got, idx))
     cache: dict[tuple[tuple[int, ...], int], float] = {}
 
     def p_value(got: tuple[int, ...], d: int) -> float:
         if (got, d) not in cache:
-            cache[got, d] = p_at_most([x for i in got for x in rates_of[i]], d)
+            cache[got, d] = p_at_most([x for i in got for x in nulls[i][0]], d,
+                                      [x for i in got for x in nulls[i][1]])
         return cache[got, d]
 
     return [Candidate(r, n, n - d, p_value(got, d) if n else 1.0)

@@ -16,7 +16,8 @@ from typing import Any
 from . import mime
 from .carriers import NONE, Gap, Layout, analyse_html, analyse_plain
 from .codes import (
-    CodeBook,
+    BLOCK,
+    MessageCode,
     bias,
     carrier_keys,
     message_identity,
@@ -53,14 +54,15 @@ class Prepared:
     identity: str
     key_id: str
     word_rate: float
+    block: int
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
     _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
     _ckeys: list[bytes] = field(repr=False, default_factory=list)
-    _biases: list[float] = field(repr=False, default_factory=list)
-    _book: CodeBook | None = field(repr=False, default=None)
+    _classes: list[int] = field(repr=False, default_factory=list)
+    _code: MessageCode | None = field(repr=False, default=None)
 
     @property
     def carriers(self) -> int:
@@ -70,14 +72,14 @@ class Prepared:
         """Keyword arguments for Store.record_message: what the log keeps of this message."""
         return {
             "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
-            "sender": sender, "size": len(self.raw), **self.meta,
+            "block": self.block, "sender": sender, "size": len(self.raw), **self.meta,
             "documents": [(d.part, d.kind, d.words_blob, d.classes) for d in self.documents],
             "doc_shingles": [d.shingles() for d in self.documents],
         }
 
     def bits_for(self, recipient: str) -> list[int]:
-        assert self._book is not None
-        return self._book.bits(recipient, self._ckeys, self._biases)
+        assert self._code is not None
+        return self._code.bits(recipient, self._ckeys, self._classes)
 
     def copy_for(self, recipient: str) -> bytes:
         """The recipient's copy: the original bytes with its carrier gaps set to its code."""
@@ -152,13 +154,16 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
     return kept
 
 
-def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) -> Prepared:
+def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
+            block: int = BLOCK) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
-    reason is in `skipped` and logged)."""
+    reason is in `skipped` and logged). `block`: word carriers per block (codes.Blocks); 0 for
+    independent bits, as messages logged before blocks were signed."""
     identity = message_identity(raw, sender)
     parts, skipped = mime.text_parts(raw)
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                 meta=_meta(raw), documents=[], skipped=list(skipped))
+                 block=block, meta=_meta(raw), documents=[], skipped=list(skipped))
+    docs: list[tuple[list[bytes], bytes]] = []
     for part in parts:
         layout = analyse(part)
         hashes = word_hashes(key, layout.words)
@@ -182,8 +187,9 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float) 
         p._parts.append(part)
         p._gaps.append(gaps)
         p._ckeys.extend(ckeys[i] for i, _ in gaps)
-        p._biases.extend(bias(g.cls, word_rate) for _, g in gaps)
-    p._book = CodeBook(key, identity, p._ckeys)
+        p._classes.extend(g.cls for _, g in gaps)
+        docs.append((ckeys, classes))
+    p._code = MessageCode(key, identity, docs, word_rate, block)
     for reason in p.skipped:
         log.info("message %s: left unchanged: %s", identity[:12], reason)
     return p

@@ -9,6 +9,11 @@ powerful statistic is the number of disagreements d (Neyman-Pearson). Under inno
 of independent Bernoulli(r_j), r_j = bias_j if the leak shows 0, 1 - bias_j if it shows 1, and
 the p-value P(D <= d) is computed exactly. Over n recipients (and every logged message that was
 tried), the chance that *some* innocent matches this well is 1 - (1-p)^n.
+
+Word carriers grouped in blocks (codes.Blocks) are not independent: an innocent doubles exactly k
+of a block's m carriers, a uniformly random k-subset. The likelihood ratio still depends on d
+alone (every k-subset is equally likely under innocence), so d stays the statistic; a block
+contributes the exact distribution of its disagreements (`block_pmf`) instead of binomials.
 """
 
 from __future__ import annotations
@@ -38,15 +43,34 @@ def _binom_pmf(n: int, r: float) -> list[float]:
             for k in range(n + 1)]
 
 
-def p_at_most(rates: Iterable[float], d: int) -> float:
-    """P(D <= d) for D a sum of independent Bernoulli(rates), computed exactly by grouping equal
-    rates into binomials and convolving."""
+def block_pmf(m: int, k: int, seen: int, ones: int) -> list[float]:
+    """Distribution of an innocent's disagreements on one block: the innocent doubles a uniform
+    k-subset of the block's m carriers; `seen` of them were observed, `ones` of those doubled.
+    a of the innocent's doubles fall on observed doubles, b on observed singles: d = ones - a + b.
+    """
+    if not (0 <= ones <= seen <= m and 0 <= k <= m):
+        raise ValueError("block_pmf: need 0 <= ones <= seen <= m and 0 <= k <= m")
+    total = math.comb(m, k)
+    pmf = [0.0] * (seen + 1)
+    for a in range(min(ones, k) + 1):
+        for b in range(min(seen - ones, k - a) + 1):
+            rest = math.comb(m - seen, k - a - b)
+            if rest:
+                pmf[ones - a + b] += math.comb(ones, a) * math.comb(seen - ones, b) * rest / total
+    return pmf
+
+
+def p_at_most(rates: Iterable[float], d: int, pmfs: Iterable[Sequence[float]] = ()) -> float:
+    """P(D <= d) for D a sum of independent Bernoulli(rates) and of independent variables with
+    the given distributions (`pmfs[i][k]` = P(= k)), computed exactly: equal rates grouped into
+    binomials, everything convolved, truncated at d."""
     if d < 0:
         return 0.0
     groups = Counter(round(r, 12) for r in rates)
+    parts = [_binom_pmf(n, r) for r, n in sorted(groups.items(), key=lambda kv: kv[1])]
     dist = [1.0]
-    for r, n in sorted(groups.items(), key=lambda kv: kv[1]):
-        pmf = _binom_pmf(n, r)
+    for pmf in [*parts, *pmfs]:
+        n = len(pmf) - 1
         lim = min(d, len(dist) - 1 + n) + 1  # only P(D = k) for k <= d is needed
         new = [0.0] * lim
         for i, a in enumerate(dist[:lim]):

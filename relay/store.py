@@ -85,6 +85,11 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 3: word carriers signed in blocks (codes.Blocks); 0 for messages logged before, whose
+    # word carriers are independent bits
+    """
+    ALTER TABLE messages ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -147,7 +152,8 @@ class Store:
 
     # --- relay side ---------------------------------------------------------------------
 
-    def record_message(self, *, identity: str, key_id: str, word_rate: float, sender: str,
+    def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
+                       sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[str, str, bytes, bytes]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
@@ -161,7 +167,7 @@ class Store:
                 carriers = sum(sum(1 for c in d[3] if c) for d in documents)
                 self.db["messages"].insert({
                     "identity": identity, "key_id": key_id, "word_rate": word_rate,
-                    "sender": sender, "message_id": message_id, "subject": subject,
+                    "block": block, "sender": sender, "message_id": message_id, "subject": subject,
                     "date": date, "size": size, "carriers": carriers,
                     "created_at": time.time(),
                 })
@@ -217,15 +223,16 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
-    def signing_of(self, identity: str) -> tuple[str, float] | None:
-        """(key_id, word_rate) a logged message was signed with; None if not logged yet. A retry
-        must make its copies with these, even after a key rotation or a profile change."""
+    def signing_of(self, identity: str) -> tuple[str, float, int] | None:
+        """(key_id, word_rate, block) a logged message was signed with; None if not logged yet.
+        A retry must make its copies with these, even after a key rotation, a profile change
+        or an upgrade."""
         try:
-            row = self.db.execute("SELECT key_id, word_rate FROM messages WHERE identity = ?",
-                                  [identity]).fetchone()
+            row = self.db.execute("SELECT key_id, word_rate, block FROM messages "
+                                  "WHERE identity = ?", [identity]).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read messages: {e}") from None
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
 
     def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
         """Note every recipient a copy is about to be made for (state pending) in one

@@ -12,7 +12,9 @@ import pytest
 
 from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
 from relay.codes import (
+    Blocks,
     CodeBook,
+    MessageCode,
     bias,
     carrier_keys,
     message_identity,
@@ -20,6 +22,7 @@ from relay.codes import (
     shingles,
     unpack_hashes,
     word_hashes,
+    word_order,
 )
 
 KEY = bytes(range(32))
@@ -231,3 +234,99 @@ def test_bits_independent_across_recipients(
     agree = [64 - _diff(a, book.bits(f"v{r}@x.org", ck, [0.5] * 64)) for r in range(200)]
     mean = sum(agree) / len(agree)
     assert abs(mean - 32) < 5 * math.sqrt(16 / 200)
+
+
+# --- blocks of word carriers -----------------------------------------------------------------
+
+def _docs(n_words: int = 2000) -> list[tuple[list[bytes], bytes]]:
+    """The plain and HTML renderings of GPL-3 prose, as (carrier keys, classes) per document."""
+    paras = prose(40)
+    words = " ".join(paras).split()[:n_words]
+    text = " ".join(words)
+    out = []
+    for L in (analyse_plain(textwrap.fill(text, 72)),
+              analyse_html("<p>" + html.escape(text) + "</p>")):
+        out.append((carrier_keys(word_hashes(KEY, L.words)), bytes(g.cls for g in L.gaps)))
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 5, 47, 48, 95, 96, 97, 1000])
+def test_blocks_sizes_and_weights(n: int) -> None:
+    order = [bytes([i % 256, i // 256]) for i in range(n)]
+    b = Blocks.build(order, 1 / 6, 48)
+    assert [c for m in b.members for c in m] == order  # consecutive, in reading order
+    sizes = [len(m) for m in b.members]
+    if n >= 48:
+        assert all(48 <= s < 96 for s in sizes) and max(sizes) - min(sizes) <= 1
+    else:
+        assert sizes == [n]
+    assert b.ones == tuple(s // 6 for s in sizes)
+    assert all(b.index[c] == i for i, m in enumerate(b.members) for c in m)
+    assert Blocks.build(order, 0.0, 48).members == ()
+    assert Blocks.build([], 1 / 6, 48).members == ()
+
+
+def test_word_order_first_occurrence_in_part_order() -> None:
+    a, b, c = b"a", b"b", b"c"
+    docs = [([a, b, c], bytes([WORD, SENTENCE, WORD])), ([b, c, a], bytes([WORD, WORD, 0]))]
+    assert word_order(docs) == [a, c, b]
+
+
+def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
+    docs = _docs()
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    assert code.blocks is not None and len(code.blocks.members) >= 10
+    ck, cl = docs[0]
+    for r in ("alice@example.com", "bob@example.com", "x@y.org"):
+        bits = dict(zip(ck, code.bits(r, ck, cl), strict=True))
+        for m, k in zip(code.blocks.members, code.blocks.ones, strict=True):
+            assert sum(bits[c] for c in m if c in bits) <= k
+        allbits = code.bits(r, [c for m in code.blocks.members for c in m],
+                            [WORD] * sum(len(m) for m in code.blocks.members))
+        pos = 0
+        for m, k in zip(code.blocks.members, code.blocks.ones, strict=True):
+            assert sum(allbits[pos:pos + len(m)]) == k
+            pos += len(m)
+
+
+def test_block_code_same_bit_in_plain_and_html() -> None:
+    docs = _docs(600)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    (ckp, clp), (ckh, clh) = docs
+    bp = dict(zip(ckp, code.bits("alice@example.com", ckp, clp), strict=True))
+    bh = dict(zip(ckh, code.bits("alice@example.com", ckh, clh), strict=True))
+    both = [c for c in bp if c in bh and clp[ckp.index(c)] == clh[ckh.index(c)]]
+    assert len(both) > 300
+    assert all(bp[c] == bh[c] for c in both)
+
+
+def test_block_code_uniform_over_recipients() -> None:
+    """Each word carrier is doubled for about one recipient in six, and two recipients' codes
+    agree no more than chance says."""
+    docs = _docs(300)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    ck, cl = docs[0]
+    words = [c for c, k in zip(ck, cl, strict=True) if k == WORD]
+    n = 3000
+    counts = [0] * len(words)
+    for r in range(n):
+        for i, b in enumerate(code.bits(f"user{r}@example.com", words, [WORD] * len(words))):
+            counts[i] += b
+    expect = n / 6
+    sd = math.sqrt(n * (1 / 6) * (5 / 6))
+    assert all(abs(c - expect) < 5 * sd for c in counts)
+    assert abs(sum(counts) / (n * len(words)) - 1 / 6) < 0.01
+
+
+def test_legacy_code_is_the_independent_codebook() -> None:
+    """block 0 (messages logged before blocks): exactly the bits CodeBook always gave."""
+    docs = _docs(400)
+    code = MessageCode(KEY, IDENT, docs, 0.16, 0)
+    ck, cl = docs[0]
+    keep = [i for i, k in enumerate(cl) if k]
+    keys_ = [ck[i] for i in keep]
+    universe = {c for d in docs for c, k in zip(*d, strict=True) if k}
+    old = CodeBook(KEY, IDENT, universe).bits("alice@example.com", keys_,
+                                               [bias(cl[i], 0.16) for i in keep])
+    assert code.bits("alice@example.com", keys_, [cl[i] for i in keep]) == old
+    assert code.blocks is None and code.in_block(keys_[0]) is None

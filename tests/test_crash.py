@@ -340,12 +340,15 @@ class CrashRun:
         return self.retries[-1] if self.retries else ""
 
 
-def expected_copies(workdir: Path, data: bytes, rcpts: list[str],
-                    word_rate: float = 0.16) -> dict[str, bytes]:
-    """What the relay must send each recipient: fingerprint.prepare with the relay's key (the
-    data is CRLF-clean, so the relay's newline normalisation leaves it as it is)."""
+def expected_copies(workdir: Path, data: bytes, rcpts: list[str]) -> dict[str, bytes]:
+    """What the relay must send each recipient: fingerprint.prepare with the relay's key and
+    the default profile (the data is CRLF-clean, so the relay's newline normalisation leaves it
+    as it is)."""
     sys.path.insert(0, str(ROOT))
     from relay import fingerprint, keys
+    from relay.config import PROFILES
+
+    word_rate = PROFILES["standard"]
 
     key_id, key = keys.load(workdir / "var" / "relay.key").current
     p = fingerprint.prepare(data, SENDER, key_id, key, word_rate)

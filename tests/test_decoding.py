@@ -16,7 +16,8 @@ import pytest
 
 from relay.carriers import NONE, Gap, analyse_plain
 from relay.codes import (
-    CodeBook,
+    BLOCK,
+    MessageCode,
     bias,
     carrier_keys,
     message_identity,
@@ -31,7 +32,7 @@ from relay.tokens import excerpt_words
 K1 = bytes(range(32))
 K2 = bytes(range(100, 132))
 RING = Keyring((("k1", K1),))
-RATE = 0.16
+RATE = 1 / 6
 THRESHOLD = 1e-6
 
 
@@ -65,13 +66,13 @@ class Logged:
     text: str
     gaps: list[tuple[int, Gap]]
     ckeys: list[bytes]
-    biases: list[float]
-    book: CodeBook
+    classes: list[int]
+    code: MessageCode
     meta: dict[str, Any]
     recipients: list[str]
 
     def bits(self, recipient: str) -> list[int]:
-        return self.book.bits(recipient, self.ckeys, self.biases)
+        return self.code.bits(recipient, self.ckeys, self.classes)
 
     def copy_for(self, recipient: str) -> str:
         out, pos = [], 0
@@ -91,7 +92,8 @@ class MemLog:
         self.msgs: dict[str, tuple[dict[str, Any], list[str]]] = {}
 
     def add(self, text: str, recipients: Sequence[str], *, subject: str, key_id: str = "k1",
-            key: bytes = K1, rate: float = RATE, sender: str = "boss@example.com") -> Logged:
+            key: bytes = K1, rate: float = RATE, sender: str = "boss@example.com",
+            block: int = BLOCK) -> Logged:
         raw = f"Subject: {subject}\r\n\r\n{text}".encode()
         identity = message_identity(raw, sender)
         layout = analyse_plain(text)
@@ -105,11 +107,12 @@ class MemLog:
             self.index[s].add(doc_id)
         meta = {"message_id": f"<{subject.replace(' ', '.')}@example.com>", "subject": subject,
                 "date": "Mon, 23 Nov 2026 10:00:00 +0000"}
-        self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, **meta},
+        self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, "block": block,
+                                **meta},
                                sorted(recipients))
         return Logged(identity, text, gaps, [ck[i] for i, _ in gaps],
-                      [bias(g.cls, rate) for _, g in gaps],
-                      CodeBook(key, identity, [ck[i] for i, _ in gaps]), meta,
+                      [g.cls for _, g in gaps],
+                      MessageCode(key, identity, [(ck, classes)], rate, block), meta,
                       sorted(recipients))
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -387,3 +390,21 @@ def test_json_shape(big: tuple[MemLog, Logged]) -> None:
     assert len(j["candidates"]) == MAX_CANDIDATES
     assert j["candidates"][0]["recipient"] == leaker
     assert j["message"] == m.meta
+
+
+def test_message_logged_before_blocks_still_decodes() -> None:
+    """A message logged with block 0 (independent bits, before blocks existed) is decoded with
+    the code it was signed with, next to a block-coded one."""
+    log = MemLog()
+    old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0)
+    new = log.add(GPL.replace("software", "programs"), staff(300), subject="new")
+    assert old.code.blocks is None and new.code.blocks is not None
+    rnd = random.Random(4)
+    for m in (old, new):
+        leaker = rnd.choice(m.recipients)
+        copy = m.copy_for(leaker)
+        ex = window(copy, rnd.randrange(n_words(copy) - 150), 150)
+        rep = decode([excerpt_words(ex)], log, RING, THRESHOLD)
+        assert rep.verdict == "identified", rep.as_json()
+        assert rep.candidates[0].recipient == leaker
+        assert rep.message == m.meta

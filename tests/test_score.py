@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.carriers import analyse_plain
-from relay.codes import CodeBook, bias, carrier_keys, word_hashes
-from relay.score import disagreements, family_wise, null_rates, p_at_most
+from relay.carriers import SENTENCE, WORD, analyse_plain
+from relay.codes import CodeBook, MessageCode, bias, carrier_keys, word_hashes
+from relay.score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 
 
 def brute(rates: list[float], d: int) -> float:
@@ -179,3 +179,99 @@ def test_innocents_through_codebook() -> None:
     exact = [p_at_most(null_rates(biases, book.bits(f"leaker{r}@example.com", keys_, biases)), 0)
              for r in range(50)]
     assert sorted(exact)[len(exact) // 2] < 1e-6 / n
+
+
+# --- blocks ----------------------------------------------------------------------------------
+
+def brute_block(m: int, k: int, seen: int, ones: int) -> list[float]:
+    """Enumerate every k-subset of m carriers; observed carriers are 0..seen-1, the first
+    `ones` of them doubled."""
+    obs = [1] * ones + [0] * (seen - ones)
+    pmf = [0.0] * (seen + 1)
+    subsets = list(itertools.combinations(range(m), k))
+    for s in subsets:
+        d = sum((i in s) != bool(y) for i, y in enumerate(obs))
+        pmf[d] += 1 / len(subsets)
+    return pmf
+
+
+@st.composite
+def block_case(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    m = draw(st.integers(1, 12))
+    k = draw(st.integers(0, m))
+    seen = draw(st.integers(0, m))
+    return m, k, seen, draw(st.integers(0, seen))
+
+
+@given(block_case())
+@settings(max_examples=150, deadline=None)
+def test_block_pmf_exact(case: tuple[int, int, int, int]) -> None:
+    got = block_pmf(*case)
+    assert got == pytest.approx(brute_block(*case), abs=1e-12)
+    assert sum(got) == pytest.approx(1.0)
+
+
+def test_block_pmf_rejects_impossible() -> None:
+    with pytest.raises(ValueError):
+        block_pmf(5, 1, 6, 0)
+    with pytest.raises(ValueError):
+        block_pmf(5, 1, 3, 4)
+
+
+@given(st.lists(RATE, max_size=5), st.lists(block_case(), max_size=3), st.integers(-1, 12))
+@settings(max_examples=150, deadline=None)
+def test_p_at_most_with_blocks_exact(rates: list[float], blocks: list[tuple[int, int, int, int]],
+                                     d: int) -> None:
+    dist = [1.0]
+    for pmf in [[1 - r, r] for r in rates] + [brute_block(*b) for b in blocks]:
+        new = [0.0] * (len(dist) + len(pmf) - 1)
+        for i, a in enumerate(dist):
+            for j, b in enumerate(pmf):
+                new[i + j] += a * b
+        dist = new
+    expect = sum(dist[:d + 1]) if d >= 0 else 0.0
+    got = p_at_most(rates, d, [block_pmf(*b) for b in blocks])
+    assert got == pytest.approx(min(1.0, expect), abs=1e-10)
+
+
+def test_innocents_through_block_code() -> None:
+    """Real keyed block codes, an excerpt's window of carriers (cutting blocks at both ends,
+    with a share of gaps unread as from a screenshot): P(p <= alpha) <= alpha for innocents,
+    and the p-values are exact, not merely conservative."""
+    text = Path("/usr/share/common-licenses/GPL-3").read_text()
+    paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
+    body = "\n\n".join(textwrap.fill(p, 72) for p in paras if len(p.split()) > 30)
+    key = bytes(32)
+    L = analyse_plain(body)
+    ck = carrier_keys(word_hashes(key, L.words))
+    classes = bytes(g.cls for g in L.gaps)
+    code = MessageCode(key, "e" * 64, [(ck, classes)], 1 / 6, 48)
+    cs = [i for i, c in enumerate(classes) if c]
+    rng = np.random.default_rng(3)
+    window = [i for i in cs[70:170] if rng.random() > 0.15]
+    keys_ = [ck[i] for i in window]
+    cls_ = [classes[i] for i in window]
+    assert SENTENCE in cls_ and WORD in cls_
+    observed = code.bits("leaker@example.com", keys_, cls_)
+    rates, pmfs = [], []
+    by_block: dict[int, list[int]] = {}
+    for c, k, y in zip(keys_, cls_, observed, strict=True):
+        if k == WORD:
+            by_block.setdefault(code.blocks.index[c], []).append(y)
+        else:
+            rates.append(0.5)
+    assert len(by_block) >= 2
+    pmfs = [block_pmf(len(code.blocks.members[b]), code.blocks.ones[b], len(ys), sum(ys))
+            for b, ys in by_block.items()]
+    table = [p_at_most(rates, d, pmfs) for d in range(len(keys_) + 1)]
+    n = 4000
+    ds = [disagreements(code.bits(f"staff{r:05d}@example.com", keys_, cls_), observed)
+          for r in range(n)]
+    pvs = [table[d] for d in ds]
+    for alpha in (0.2, 0.1, 0.05):
+        rate = sum(p <= alpha for p in pvs) / n
+        assert rate <= alpha + 4 * math.sqrt(alpha * (1 - alpha) / n), (alpha, rate)
+    for k in range(min(ds), sorted(ds)[n // 2] + 1):
+        emp = sum(d <= k for d in ds) / n
+        assert abs(emp - table[k]) < 5 * math.sqrt(table[k] * (1 - table[k]) / n) + 1e-3
+    assert table[0] < 1e-9 / n  # and the leaker, matching all, is far out in the tail

@@ -14,8 +14,8 @@ from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
 
 
 def record(s: Store, identity: str) -> None:
-    s.record_message(identity=identity, key_id="k1", word_rate=0.15, sender="a@example.com",
-                     message_id="<m@x>", subject="s", date=None, size=10,
+    s.record_message(identity=identity, key_id="k1", word_rate=0.15, block=48,
+                     sender="a@example.com", message_id="<m@x>", subject="s", date=None, size=10,
                      documents=[("1", "plain", b"\0" * 16, b"\1")], doc_shingles=[[1, 2, 3]])
 
 
@@ -94,3 +94,22 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     s = Store(p)
     assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS)
     s.set_notice_state("x", PERMFAIL, "550")
+
+
+def test_messages_logged_before_blocks_keep_independent_bits(tmp_path: Path) -> None:
+    """Migration 3: a message logged by a relay without blocks reads back as block 0, so its
+    retries and decodes use the code it was signed with."""
+    p = tmp_path / "v2.db"
+    conn = sqlite3.connect(p)
+    conn.executescript(store_mod.MIGRATIONS[0] + store_mod.MIGRATIONS[1])
+    conn.execute("INSERT INTO messages (identity, key_id, word_rate, sender, size, carriers, "
+                 "created_at) VALUES ('old', 'k1', 0.16, 'a@example.com', 10, 3, 0)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    os.chmod(p, 0o600)
+    s = Store(p)
+    assert s.signing_of("old") == ("k1", 0.16, 0)
+    record(s, "new")
+    assert s.signing_of("new") == ("k1", 0.15, 48)
+    assert s.message("old")["block"] == 0
