@@ -273,37 +273,56 @@ class AsyncStore:
             raise StoreError(f"{self.path}: database is not open")
         return await asyncio.get_running_loop().run_in_executor(self._ex, fn, store)
 
-    async def record_copy(self, identity: str, rcpt: str, out: Outcome) -> None:
-        """Commit one copy's outcome (together with whatever else is waiting)."""
+    def submit_copy(self, identity: str, rcpt: str, out: Outcome) -> asyncio.Future[None]:
+        """Queue one copy's outcome for commit and return at once. If the store thread is idle
+        it starts on it now, before the caller does anything else: the time between an
+        upstream 250 and its durable record (the window in which a kill -9 makes the retry send
+        that copy again) is one commit, not a wait for the event loop. Outcomes arriving during
+        a commit go together in the next one (group commit)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._batch.append((identity, rcpt, out, fut))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await asyncio.shield(fut)
+            self._commit_batch()
+        return fut
 
-    async def _flush(self) -> None:
-        try:
-            while self._batch:
-                batch, self._batch = self._batch, []
-                by_id: dict[str, list[tuple[str, str, str | None]]] = {}
-                for identity, rcpt, out, _ in batch:
-                    by_id.setdefault(identity, []).append((rcpt, out.state, out.reply))
-                err: BaseException | None = None
-                try:
-                    for identity, rows in by_id.items():
-                        await self.call("set_copy_states", identity, rows)
-                except StoreError as e:
-                    err = e
-                except Exception as e:  # never leave a waiter hanging
-                    err = StoreError(f"{self.path}: {e}")
-                for *_, fut in batch:
-                    if not fut.done():
-                        if err is None:
-                            fut.set_result(None)
-                        else:
-                            fut.set_exception(err)
-        finally:
+    async def record_copy(self, identity: str, rcpt: str, out: Outcome) -> None:
+        """Commit one copy's outcome (together with whatever else is waiting)."""
+        await asyncio.shield(self.submit_copy(identity, rcpt, out))
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        by_id: dict[str, list[tuple[str, str, str | None]]] = {}
+        for identity, rcpt, out, _ in batch:
+            by_id.setdefault(identity, []).append((rcpt, out.state, out.reply))
+        store = self._store
+
+        def commit() -> None:
+            if store is None:
+                raise StoreError(f"{self.path}: database is not open")
+            for identity, rows in by_id.items():
+                store.set_copy_states(identity, rows)
+
+        done = asyncio.wrap_future(self._ex.submit(commit))
+        done.add_done_callback(lambda f: self._committed(batch, f))
+
+    def _committed(self, batch: list[tuple[str, str, Outcome, asyncio.Future[None]]],
+                   f: asyncio.Future[None]) -> None:
+        err: BaseException | None = None
+        if f.cancelled():
+            err = StoreError(f"{self.path}: commit cancelled")
+        elif f.exception() is not None:
+            e = f.exception()
+            err = e if isinstance(e, StoreError) else StoreError(f"{self.path}: {e}")
+        for *_, fut in batch:  # never leave a waiter hanging
+            if not fut.done():
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
+        if self._batch:
+            self._commit_batch()
+        else:
             self._flushing = False
 
     async def close(self) -> None:
@@ -520,11 +539,12 @@ class Deliverer:
                 return "451 4.4.5 fan-out time budget used up; the rest follows on retry"
             return why[0] if why else None
 
-        async def record(rcpt: str, out: Outcome) -> None:
-            # committed at once (group commit with the other workers); the worker renders its
-            # next copy meanwhile, and waits for this record before sending that copy
+        async def record(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
+            # submitted to the store thread the moment the reply was read (group commit with
+            # the other workers); the worker renders its next copy meanwhile, and waits for
+            # this record before sending that copy
             try:
-                await self.store.record_copy(identity, rcpt, out)
+                await committed
             except StoreError as e:
                 if not why:
                     log.error("%s store trouble: %s", txn.qid, e)
@@ -555,7 +575,8 @@ class Deliverer:
                         continue
                 out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
                 results[rcpt] = out
-                pending = loop.create_task(record(rcpt, out))
+                pending = loop.create_task(
+                    record(rcpt, out, self.store.submit_copy(identity, rcpt, out)))
                 records.append(pending)
 
         records: list[asyncio.Task[None]] = []
