@@ -514,15 +514,19 @@ def make_conditions(args) -> list[Cond]:
     ]
     if not args.no_screenshots:
         c += [
+            Cond("screenshot, HTML copy, 1x PNG, 2-3 paragraphs", ">= 95%", 0.95),
+            Cond("screenshot, HTML copy, 2x PNG, 2-3 paragraphs", ">= 95%", 0.95),
             Cond("screenshot, HTML copy, 1x JPEG, 2-3 paragraphs", ">= 95%", 0.95),
             Cond("screenshot, HTML copy, 2x JPEG, 2-3 paragraphs", ">= 95%", 0.95),
+            Cond("screenshot, plain copy monospace pre-wrap, 1x PNG, 2-3 paragraphs",
+                 ">= 95%", 0.95),
             Cond("screenshot, plain copy monospace pre-wrap, 1x JPEG, 2-3 paragraphs",
                  ">= 95%", 0.95),
         ]
     return c
 
 
-def screenshot_job(cond: str, msg: Msg, leaker: str, which: str, scale: float,
+def screenshot_job(cond: str, msg: Msg, leaker: str, which: str, scale: float, fmt: str,
                    rng: random.Random) -> Job:
     import render  # tests/render.py
 
@@ -541,7 +545,7 @@ def screenshot_job(cond: str, msg: Msg, leaker: str, which: str, scale: float,
         text = "\n\n".join(paras[i:i + k])
         page = render.plain_mail(text, monospace=True, font_px=14, width_px=680)
         width, height = 720, render.page_height(text.count("\n") + 3, font_px=14, margin=60)
-    return Job(cond, "image", (page, width, height, scale, "jpg"), (leaker,))
+    return Job(cond, "image", (page, width, height, scale, fmt), (leaker,))
 
 
 def build_jobs(conds: list[Cond], msgs: list[Msg], rcpts: list[str], args,
@@ -591,7 +595,8 @@ def build_jobs(conds: list[Cond], msgs: list[Msg], rcpts: list[str], args,
             elif name.startswith("screenshot"):
                 which = "html" if "HTML" in name else "plain"
                 scale = 2.0 if "2x" in name else 1.0
-                job = screenshot_job(name, msg, leaker, which, scale, rng)
+                fmt = "jpg" if "JPEG" in name else "png"
+                job = screenshot_job(name, msg, leaker, which, scale, fmt, rng)
                 job.cli = t < args.cli_trials
                 jobs.append(job)
                 continue
