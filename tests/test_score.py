@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.carriers import SENTENCE, WORD, analyse_plain
+from relay.carriers import SENTENCE, WORD, Layout, analyse_plain
 from relay.codes import CodeBook, MessageCode, bias, carrier_keys, word_hashes
 from relay.score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 
@@ -147,14 +147,19 @@ def test_innocents_with_random_biases() -> None:
         assert float((pv <= alpha).mean()) <= alpha + 4 * math.sqrt(alpha / n) + 1e-5
 
 
-def test_innocents_through_codebook() -> None:
-    """The same check with real keyed codes of real carriers for thousands of recipients."""
+def _gpl_layout(key: bytes) -> tuple[Layout, list[bytes]]:
+    """GPL-3 prose wrapped at 72: its layout and carrier keys."""
     text = Path("/usr/share/common-licenses/GPL-3").read_text()
     paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
     body = "\n\n".join(textwrap.fill(p, 72) for p in paras if len(p.split()) > 30)
-    key = bytes(32)
     L = analyse_plain(body)
-    ck = carrier_keys(word_hashes(key, L.words))
+    return L, carrier_keys(word_hashes(key, L.words))
+
+
+def test_innocents_through_codebook() -> None:
+    """The same check with real keyed codes of real carriers for thousands of recipients."""
+    key = bytes(32)
+    L, ck = _gpl_layout(key)
     cs = L.carriers()
     # a window of 60 carriers with both classes, as an excerpt would show them
     sent = [j for j, (_, g) in enumerate(cs) if bias(g.cls, 0.16) == 0.5]
@@ -238,12 +243,8 @@ def test_innocents_through_block_code() -> None:
     """Real keyed block codes, an excerpt's window of carriers (cutting blocks at both ends,
     with a share of gaps unread as from a screenshot): P(p <= alpha) <= alpha for innocents,
     and the p-values are exact, not merely conservative."""
-    text = Path("/usr/share/common-licenses/GPL-3").read_text()
-    paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
-    body = "\n\n".join(textwrap.fill(p, 72) for p in paras if len(p.split()) > 30)
     key = bytes(32)
-    L = analyse_plain(body)
-    ck = carrier_keys(word_hashes(key, L.words))
+    L, ck = _gpl_layout(key)
     classes = bytes(g.cls for g in L.gaps)
     code = MessageCode(key, "e" * 64, [(ck, classes)], 1 / 6, 48)
     cs = [i for i, c in enumerate(classes) if c]
