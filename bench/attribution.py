@@ -413,6 +413,7 @@ class Result:
     cli: dict | None = None
     error: str | None = None
     seconds: float = 0.0
+    mismatched: int | None = None  # the true leaker's disagreements, when ranked in the top 10
 
 
 @dataclass
@@ -468,6 +469,9 @@ def run_job(job: Job, cfg_path: str | None) -> Result:
         rep = decode([words], _W["store"], _W["ring"], _W["threshold"])
         res = Result(rep.verdict, rep.candidates[0].recipient if rep.candidates else None,
                      rep.excerpts[0]["bits_observed"] if rep.excerpts else 0, len(words))
+        mine = [c for c in rep.candidates if c.recipient in job.truth]
+        if mine:
+            res.mismatched = mine[0].bits_observed - mine[0].bits_matching
         if job.cli and cfg_path:
             with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as f:
                 f.write(data)
@@ -823,12 +827,13 @@ def run(args, tmp: Path, live: list) -> int:
         if not c.results:
             continue
         secs = statistics.mean(r.seconds for r, _ in c.results)
-        missed = sorted((r.words, r.bits) for r, truth in c.results
-                        if truth and r.verdict != "identified")
+        missed = sorted((r.words, r.bits, -1 if r.mismatched is None else r.mismatched)
+                        for r, truth in c.results if truth and r.verdict != "identified")
         extra = ""
         if missed and (c.min_share is not None or c.name.startswith("screenshot")):
-            extra = ("; not identified at (words, bits): "
-                     + ", ".join(f"({w}, {b})" for w, b in missed[:12])
+            extra = ("; not identified at (words, bits, leaker's disagreements): "
+                     + ", ".join(f"({w}, {b}, {d if d >= 0 else '-'})"
+                                 for w, b, d in missed[:12])
                      + (" ..." if len(missed) > 12 else ""))
         note(f"{c.name}: {secs:.2f} s per trial{extra}")
 
