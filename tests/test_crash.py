@@ -442,7 +442,7 @@ def running_sink(log: Path, delay: float = 0.0) -> Iterator[SinkProcess]:
         s.stop()
 
 
-def test_kill_9_mid_fanout_then_retry_gives_exactly_one_copy_each(tmp_path: Path) -> None:
+def test_kill_9_mid_fanout_then_retry_loses_nothing_resends_only_unrecorded(tmp_path: Path) -> None:
     concurrency = 4
     run = crash_scenario(tmp_path, n_rcpts=200, concurrency=concurrency, sink_delay=0.05,
                          kill_at=70, deadline_s=25)
