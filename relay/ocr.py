@@ -161,9 +161,10 @@ def run_tesseract(image: bytes, languages: str = "eng+fra", *,
                   magnify: bool | None = None) -> list[OcrWord]:
     """Word boxes of an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM) in reading order.
 
-    magnify None (default): a PNG whose text is smaller than MAGNIFY_BELOW_EM pixels is read
+    magnify None (default): an image whose text is smaller than MAGNIFY_BELOW_EM pixels is read
     magnified 2x (its words then have scale 2). The size is judged from the rows of ink when
-    they tell it clearly, else from a first reading. True: magnify a PNG. False: never."""
+    they tell it clearly, else from a first reading. True: magnify. False: never. PNG is
+    decoded with the standard library, other formats with Pillow."""
     if not _is_image(image):
         raise UnreadableImage("not an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM expected)")
     exe = _tesseract_exe()
@@ -322,9 +323,24 @@ def magnify2(width: int, height: int, grey: bytes) -> bytes:
 
 
 def _decode_png(image: bytes, max_rows: int | None = None) -> tuple[int, int, bytes] | None:
+    """The image as 8-bit grey rows: PNG with the standard library, any other format (JPEG,
+    WebP, TIFF...) with Pillow; None if it cannot be decoded here."""
+    if image.startswith(b"\x89PNG"):
+        try:
+            return png_grey(image, max_rows)
+        except (_Unsupported, zlib.error, struct.error, IndexError, ValueError):
+            return None
     try:
-        return png_grey(image, max_rows)
-    except (_Unsupported, zlib.error, struct.error, IndexError, ValueError):
+        from PIL import Image
+    except ImportError:  # without Pillow, only PNG is magnified
+        return None
+    try:
+        with Image.open(io.BytesIO(image)) as im:
+            grey = im.convert("L")
+            if max_rows is not None and grey.height > max_rows:
+                grey = grey.crop((0, 0, grey.width, max_rows))
+            return grey.width, grey.height, grey.tobytes()
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -333,7 +349,7 @@ def _pgm2x(width: int, height: int, grey: bytes) -> bytes:
 
 
 def magnified_pgm(image: bytes) -> bytes | None:
-    """The image magnified 2x as a binary PGM, or None if it is not a PNG this can decode."""
+    """The image magnified 2x as a binary PGM, or None if it cannot be decoded here."""
     decoded = _decode_png(image)
     return _pgm2x(*decoded) if decoded else None
 
