@@ -104,12 +104,21 @@ class CodeBook:
         return hmac.new(self._key, recipient.lower().encode("utf-8", "surrogateescape"),
                         hashlib.sha256).digest()
 
-    def uniforms(self, recipient: str, ckeys: Sequence[bytes]) -> list[float]:
-        rank = self._rank
-        if rank is None:
-            rank = {c: i for i, c in enumerate(sorted(set(ckeys)))}
+    def stream(self, recipient: str, rank: dict[bytes, int]) -> tuple[int, ...]:
+        """The recipient's 64-bit values, one per carrier key of `rank` (key -> index)."""
         n = len(rank)
-        stream = struct.unpack(f">{n}Q", hashlib.shake_256(self.seed(recipient)).digest(8 * n))
+        return struct.unpack(f">{n}Q", hashlib.shake_256(self.seed(recipient)).digest(8 * n))
+
+    def ranks(self, ckeys: Sequence[bytes]) -> dict[bytes, int]:
+        """Where each carrier key reads the stream: its rank in the universe (without one,
+        among `ckeys`)."""
+        if self._rank is not None:
+            return self._rank
+        return {c: i for i, c in enumerate(sorted(set(ckeys)))}
+
+    def uniforms(self, recipient: str, ckeys: Sequence[bytes]) -> list[float]:
+        rank = self.ranks(ckeys)
+        stream = self.stream(recipient, rank)
         return [stream[rank[c]] / TWO64 for c in ckeys]
 
     def bits(self, recipient: str, ckeys: Sequence[bytes], biases: Sequence[float]) -> list[int]:
@@ -174,9 +183,8 @@ class MessageCode:
         universe = {c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k}
         self.book = CodeBook(key, identity, universe)
         self.word_rate = word_rate
-        self.block = block
         self.blocks = Blocks.build(word_order(docs), word_rate, block) if block else None
-        self._rank = self.book._rank or {}
+        self._rank = self.book.ranks(())
 
     def in_block(self, ckey: bytes) -> int | None:
         return None if self.blocks is None else self.blocks.index.get(ckey)
@@ -185,9 +193,7 @@ class MessageCode:
         if len(ckeys) != len(classes):
             raise ValueError("one class per carrier key")
         rank = self._rank
-        n = len(rank)
-        stream = struct.unpack(f">{n}Q",
-                               hashlib.shake_256(self.book.seed(recipient)).digest(8 * n))
+        stream = self.book.stream(recipient, rank)
         blocks = self.blocks
         cut: dict[int, int] = {}  # block -> largest stream value that is doubled
         out = []
