@@ -49,6 +49,7 @@ from relay.config import PROFILES  # noqa: E402
 from relay.fingerprint import Prepared, prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
 from relay.score import family_wise  # noqa: E402
+from relay.store import DocumentRow  # noqa: E402
 from relay.tokens import excerpt_words, is_sentence_gap  # noqa: E402
 
 DEBREF = Path("/usr/share/debian-reference")
@@ -150,21 +151,12 @@ def part_text(raw: bytes, subtype: str = "plain") -> str:
     return part.get_content().replace("\r\n", "\n")
 
 
-@dataclass
-class MemDoc:
-    id: int
-    identity: str
-    part: str
-    kind: str
-    words: bytes
-    classes: bytes
-
-
 class MemLog:
     """The decoder's Log protocol over prepared messages, in memory (like relay.store.Store)."""
 
     def __init__(self, n_recipients: int) -> None:
-        self.docs: list[MemDoc] = []
+        self.docs: list[DocumentRow] = []
+        self.codes: dict[str, decoding.MessageCode] = {}  # each message's code, built once
         self.shingle_sets: list[set[int]] = []
         self.messages: dict[str, dict] = {}
         self.n = n_recipients
@@ -174,7 +166,7 @@ class MemLog:
         self.messages[p.identity] = {"key_id": key_id, "word_rate": p.word_rate,
                                       "block": p.block, **p.meta}
         for d in p.documents:
-            self.docs.append(MemDoc(len(self.docs), p.identity, d.part, d.kind, d.words_blob,
+            self.docs.append(DocumentRow(len(self.docs), p.identity, d.part, d.kind, d.words_blob,
                                     d.classes))
             self.shingle_sets.append(set(d.shingles()))
 
@@ -188,10 +180,10 @@ class MemLog:
         hits = [(d.id, len(q & s)) for d, s in zip(self.docs, self.shingle_sets, strict=True)]
         return sorted([h for h in hits if h[1]], key=lambda kv: -kv[1])[:limit]
 
-    def document(self, doc_id: int) -> MemDoc:
+    def document(self, doc_id: int) -> DocumentRow:
         return self.docs[doc_id]
 
-    def documents_of(self, identity: str) -> list[MemDoc]:
+    def documents_of(self, identity: str) -> list[DocumentRow]:
         return [d for d in self.docs if d.identity == identity]
 
     def message(self, identity: str) -> dict:
@@ -241,7 +233,7 @@ def leaker_fwp(words, log: MemLog, ring: Keyring, leaker: str, ns: list[int]):
     """Family-wise false-match probability of the leaker for each n in `ns` (the quantity the
     full decode compares with the threshold), and the bits observed. Same alignment and scoring
     code as relay.decoding, but only the leaker is scored (fast)."""
-    found = decoding._matches(words, log, ring)
+    found = decoding._matches(words, log, ring, log.codes)
     if not found:
         return [1.0] * len(ns), 0
     ev = found[0]

@@ -80,13 +80,14 @@ class Report:
         }
 
 
-def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring) -> list[Evidence]:
-    """Every logged message this excerpt aligns with, best alignment per message."""
+def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
+             codes: dict[str, MessageCode]) -> list[Evidence]:
+    """Every logged message this excerpt aligns with, best alignment per message. `codes`:
+    each message's code, built the first time an excerpt of the decode needs it."""
     best: dict[str, tuple[tuple[int, int], Evidence]] = {}
     norms = [w.norm for w in words]
     gaps = [w.gap_after for w in words]
     need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
-    codes: dict[str, MessageCode] = {}  # per message, built once
     for key_id, key in keyring.keys:
         hashes = word_hashes(key, norms)
         for doc_id, _hits in log.find_documents(shingles(hashes)):
@@ -201,7 +202,8 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
     """One or several excerpts -> verdict. With several, each excerpt contributes the message it
     aligns best with, and a recipient's evidence is pooled over the excerpts of the messages
     they received."""
-    found = [_matches(words, log, keyring) for words in excerpts]
+    codes: dict[str, MessageCode] = {}
+    found = [_matches(words, log, keyring, codes) for words in excerpts]
     info = [{"words": len(w), "messages_matched": len(f),
              "words_aligned": f[0].matched_words if f else 0,
              "bits_observed": len(f[0].bits) if f else 0} for w, f in zip(excerpts, found,

@@ -27,6 +27,7 @@ from relay.codes import (
 )
 from relay.decoding import MAX_CANDIDATES, Report, decode
 from relay.keys import Keyring
+from relay.store import DocumentRow
 from relay.tokens import excerpt_words
 
 K1 = bytes(range(32))
@@ -48,16 +49,6 @@ def reflow(paras: Sequence[str], width: int = 72) -> str:
 
 GPL = reflow(paragraphs("GPL-3")[5:45])
 APACHE = reflow(paragraphs("Apache-2.0")[:25])
-
-
-@dataclass(frozen=True)
-class Doc:
-    id: int
-    identity: str
-    part: str
-    kind: str
-    words: bytes
-    classes: bytes
 
 
 @dataclass
@@ -87,7 +78,7 @@ class MemLog:
     """The decoder's view of the store, filled the way relay/fingerprint.py analyses a part."""
 
     def __init__(self) -> None:
-        self.docs: dict[int, Doc] = {}
+        self.docs: dict[int, DocumentRow] = {}
         self.index: dict[int, set[int]] = defaultdict(set)
         self.msgs: dict[str, tuple[dict[str, Any], list[str]]] = {}
 
@@ -102,7 +93,8 @@ class MemLog:
         gaps = [(i, g) for i, g in layout.carriers() if bias(g.cls, rate) > 0]
         classes = bytes(g.cls if bias(g.cls, rate) > 0 else NONE for g in layout.gaps)
         doc_id = len(self.docs) + 1
-        self.docs[doc_id] = Doc(doc_id, identity, "1", "plain", pack_hashes(hashes), classes)
+        self.docs[doc_id] = DocumentRow(doc_id, identity, "1", "plain", pack_hashes(hashes),
+                                        classes)
         for s in set(shingles(hashes)):
             self.index[s].add(doc_id)
         meta = {"message_id": f"<{subject.replace(' ', '.')}@example.com>", "subject": subject,
@@ -122,7 +114,7 @@ class MemLog:
                 counts[d] += 1
         return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
 
-    def document(self, doc_id: int) -> Doc:
+    def document(self, doc_id: int) -> DocumentRow:
         return self.docs[doc_id]
 
     def message(self, identity: str) -> dict[str, Any]:
@@ -131,7 +123,7 @@ class MemLog:
     def recipients(self, identity: str) -> list[str]:
         return list(self.msgs[identity][1])
 
-    def documents_of(self, identity: str) -> list[Doc]:
+    def documents_of(self, identity: str) -> list[DocumentRow]:
         return [d for d in self.docs.values() if d.identity == identity]
 
 
