@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from .align import Alignment, align
 from .carriers import SENTENCE, WORD
-from .codes import MessageCode, carrier_keys, shingles, unpack_hashes, word_hashes
+from .codes import MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
-from .score import block_pmf, disagreements, family_wise, p_at_most
+from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 from .tokens import ExcerptWord
 
 MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
@@ -126,23 +126,24 @@ def _code(log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCo
 def _null(ev: Evidence) -> tuple[list[float], list[list[float]]]:
     """What an innocent's disagreements with this evidence are made of: independent carriers
     (their chance to differ from the leak) and blocks (exact distributions)."""
-    rates: list[float] = []
+    biases: list[float] = []
+    bits: list[int] = []
     seen: dict[int, list[int]] = {}  # block -> [carriers observed, of them doubled]
     code = ev.code
     for c, cls, y in zip(ev.ckeys, ev.classes, ev.bits, strict=True):
         b = code.in_block(c) if cls == WORD else None
-        if b is not None:
+        if b is None:
+            biases.append(bias(cls, code.word_rate))
+            bits.append(y)
+        else:
             s = seen.setdefault(b, [0, 0])
             s[0] += 1
             s[1] += y
-        else:
-            p = 0.5 if cls == SENTENCE else code.word_rate
-            rates.append(p if y == 0 else 1.0 - p)
     blocks = code.blocks
     assert blocks is not None or not seen
     pmfs = [block_pmf(len(blocks.members[b]), blocks.ones[b], j, w)
             for b, (j, w) in seen.items()] if blocks is not None else []
-    return rates, pmfs
+    return null_rates(biases, bits), pmfs
 
 
 def _merge(evidence: Sequence[Evidence]) -> list[Evidence]:
