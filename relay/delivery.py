@@ -286,10 +286,6 @@ class AsyncStore:
             self._commit_batch()
         return fut
 
-    async def record_copy(self, identity: str, rcpt: str, out: Outcome) -> None:
-        """Commit one copy's outcome (together with whatever else is waiting)."""
-        await asyncio.shield(self.submit_copy(identity, rcpt, out))
-
     def _commit_batch(self) -> None:
         batch, self._batch = self._batch, []
         by_id: dict[str, list[tuple[str, str, str | None]]] = {}
