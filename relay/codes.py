@@ -185,6 +185,9 @@ class MessageCode:
         self.word_rate = word_rate
         self.blocks = Blocks.build(word_order(docs), word_rate, block) if block else None
         self._rank = self.book.ranks(())
+        # where each block's members read the stream: fixed per message, not per copy
+        self._block_ranks = tuple(tuple(self._rank[m] for m in members)
+                                  for members in self.blocks.members) if self.blocks else ()
 
     def in_block(self, ckey: bytes) -> int | None:
         return None if self.blocks is None else self.blocks.index.get(ckey)
@@ -210,7 +213,7 @@ class MessageCode:
                 b = blocks.index[c]
                 if b not in cut:
                     k = blocks.ones[b]
-                    vals = sorted(stream[rank[m]] for m in blocks.members[b])
+                    vals = sorted(stream[i] for i in self._block_ranks[b])
                     cut[b] = vals[k - 1] if k else -1
                 out.append(int(v <= cut[b]))
         return out
