@@ -15,6 +15,7 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .carriers import SENTENCE, WORD
 
@@ -130,6 +131,12 @@ class CodeBook:
 # --- word carriers in blocks -------------------------------------------------------------------
 
 BLOCK = 48  # word carriers per block (0 in the log: independent bits, the code before blocks)
+# How a message's word carriers are cut into blocks (stored with each message, so a message is
+# always decoded and re-signed the way it was first signed):
+EVEN = 0  # equal blocks; each doubles floor(size * rate), which wastes up to one double per block
+UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 1/6): the
+#            message doubles floor(n * rate) in all, and still no block more than its rate
+CUT = UNITS
 
 
 def word_order(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[bytes]:
@@ -145,9 +152,16 @@ def word_order(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[by
     return out
 
 
+def budget_unit(rate: float) -> tuple[int, int]:
+    """(doubles, gaps) of the smallest run of gaps that holds the rate exactly: (1, 6) for 1/6,
+    (3, 10) for 0.3. Rates are read to two decimal places of their denominator."""
+    f = Fraction(rate).limit_denominator(100)
+    return f.numerator, f.denominator
+
+
 @dataclass(frozen=True)
 class Blocks:
-    """Consecutive word carriers grouped in blocks of `size` to `2*size - 1`; every recipient
+    """Consecutive word carriers grouped in blocks of about `size` to `2*size`; every recipient
     doubles exactly `ones[b]` carriers of block b, chosen by the keyed stream. The share of
     changed word gaps is then at most the rate in every block, never just on average, and an
     excerpt's evidence varies far less than with independent bits."""
@@ -157,33 +171,49 @@ class Blocks:
     index: dict[bytes, int]
 
     @classmethod
-    def build(cls, order: Sequence[bytes], rate: float, size: int = BLOCK) -> Blocks:
+    def build(cls, order: Sequence[bytes], rate: float, size: int = BLOCK,
+              cut: int = CUT) -> Blocks:
         if size <= 0 or rate <= 0 or not order:
             return cls((), (), {})
-        n = max(1, len(order) // size)
-        cuts = [len(order) * i // n for i in range(n + 1)]
+        n = len(order)
+        if cut == EVEN:
+            nb = max(1, n // size)
+            cuts = [n * i // nb for i in range(nb + 1)]
+            ones = [min(b - a, math.floor((b - a) * rate + 1e-9))
+                    for a, b in zip(cuts, cuts[1:], strict=False)]
+        elif cut == UNITS:
+            # whole units per block, at least `size` gaps each; the units spread evenly and the
+            # last block takes the few gaps (< one unit) left over
+            p, q = budget_unit(rate)
+            units = n // q
+            nb = max(1, units // -(-size // q))
+            cuts = [q * (units * i // nb) for i in range(nb)] + [n]
+            ones = [(b - a) * p // q for a, b in zip(cuts, cuts[1:], strict=False)]
+        else:
+            raise ValueError(f"unknown block cut {cut}")
         members = tuple(tuple(order[a:b]) for a, b in zip(cuts, cuts[1:], strict=False))
-        ones = tuple(min(len(m), math.floor(len(m) * rate + 1e-9)) for m in members)
         index = {c: b for b, m in enumerate(members) for c in m}
-        return cls(members, ones, index)
+        return cls(members, tuple(ones), index)
 
 
 class MessageCode:
     """Every recipient's bits for one logged message.
 
     Sentence carriers are fair keyed coins. Word carriers are, with `block` > 0, exactly
-    `ones` of each block (the ones whose keyed uniforms are smallest in the block), and with
-    `block` == 0 (messages logged before blocks existed) independent coins of probability
-    `word_rate`. `docs` are the message's documents as (carrier keys of every gap, gap classes).
+    `ones` of each block (the ones whose keyed uniforms are smallest in the block; blocks cut
+    as `cut` says), and with `block` == 0 (messages logged before blocks existed) independent
+    coins of probability `word_rate`. `docs` are the message's documents as (carrier keys of
+    every gap, gap classes).
     """
 
     def __init__(self, key: bytes, identity: str,
                  docs: Sequence[tuple[Sequence[bytes], Sequence[int]]],
-                 word_rate: float, block: int) -> None:
+                 word_rate: float, block: int, cut: int) -> None:
         universe = {c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k}
         self.book = CodeBook(key, identity, universe)
         self.word_rate = word_rate
-        self.blocks = Blocks.build(word_order(docs), word_rate, block) if block else None
+        self.blocks = (Blocks.build(word_order(docs), word_rate, block, cut) if block
+                       else None)
         self._rank = self.book.ranks(())
         # where each block's members read the stream: fixed per message, not per copy
         self._block_ranks = tuple(tuple(self._rank[m] for m in members)

@@ -17,6 +17,7 @@ from . import mime
 from .carriers import NONE, Gap, Layout, analyse_html, analyse_plain
 from .codes import (
     BLOCK,
+    CUT,
     MessageCode,
     bias,
     carrier_keys,
@@ -55,6 +56,7 @@ class Prepared:
     key_id: str
     word_rate: float
     block: int
+    cut: int
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
@@ -72,7 +74,8 @@ class Prepared:
         """Keyword arguments for Store.record_message: what the log keeps of this message."""
         return {
             "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
-            "block": self.block, "sender": sender, "size": len(self.raw), **self.meta,
+            "block": self.block, "cut": self.cut, "sender": sender, "size": len(self.raw),
+            **self.meta,
             "documents": [(d.part, d.kind, d.words_blob, d.classes) for d in self.documents],
             "doc_shingles": [d.shingles() for d in self.documents],
         }
@@ -155,14 +158,15 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
 
 
 def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
-            block: int = BLOCK) -> Prepared:
+            block: int = BLOCK, cut: int = CUT) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged). `block`: word carriers per block (codes.Blocks); 0 for
-    independent bits, as messages logged before blocks were signed."""
+    independent bits, as messages logged before blocks were signed. `cut`: how blocks are cut
+    (codes.EVEN for messages logged before codes.UNITS)."""
     identity = message_identity(raw, sender)
     parts, skipped = mime.text_parts(raw)
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                 block=block, meta=_meta(raw), documents=[], skipped=list(skipped))
+                 block=block, cut=cut, meta=_meta(raw), documents=[], skipped=list(skipped))
     docs: list[tuple[list[bytes], bytes]] = []
     for part in parts:
         layout = analyse(part)
@@ -189,7 +193,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
         p._ckeys.extend(ckeys[i] for i, _ in gaps)
         p._classes.extend(g.cls for _, g in gaps)
         docs.append((ckeys, classes))
-    p._code = MessageCode(key, identity, docs, word_rate, block)
+    p._code = MessageCode(key, identity, docs, word_rate, block, cut)
     for reason in p.skipped:
         log.info("message %s: left unchanged: %s", identity[:12], reason)
     return p

@@ -90,6 +90,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: how the blocks are cut (codes.EVEN, codes.UNITS); messages logged before were cut even
+    """
+    ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -153,7 +157,7 @@ class Store:
     # --- relay side ---------------------------------------------------------------------
 
     def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
-                       sender: str,
+                       cut: int, sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[str, str, bytes, bytes]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
@@ -167,8 +171,8 @@ class Store:
                 carriers = sum(sum(1 for c in d[3] if c) for d in documents)
                 self.db["messages"].insert({
                     "identity": identity, "key_id": key_id, "word_rate": word_rate,
-                    "block": block, "sender": sender, "message_id": message_id, "subject": subject,
-                    "date": date, "size": size, "carriers": carriers,
+                    "block": block, "block_cut": cut, "sender": sender, "message_id": message_id,
+                    "subject": subject, "date": date, "size": size, "carriers": carriers,
                     "created_at": time.time(),
                 })
                 for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
@@ -223,16 +227,16 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
-    def signing_of(self, identity: str) -> tuple[str, float, int] | None:
-        """(key_id, word_rate, block) a logged message was signed with; None if not logged yet.
-        A retry must make its copies with these, even after a key rotation, a profile change
-        or an upgrade."""
+    def signing_of(self, identity: str) -> tuple[str, float, int, int] | None:
+        """(key_id, word_rate, block, block cut) a logged message was signed with; None if not
+        logged yet. A retry must make its copies with these, even after a key rotation, a profile
+        change or an upgrade."""
         try:
-            row = self.db.execute("SELECT key_id, word_rate, block FROM messages "
+            row = self.db.execute("SELECT key_id, word_rate, block, block_cut FROM messages "
                                   "WHERE identity = ?", [identity]).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read messages: {e}") from None
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
     def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
         """Note every recipient a copy is about to be made for (state pending) in one

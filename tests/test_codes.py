@@ -9,13 +9,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
 from relay.codes import (
+    EVEN,
+    UNITS,
     Blocks,
     CodeBook,
     MessageCode,
     bias,
+    budget_unit,
     carrier_keys,
     message_identity,
     pack_hashes,
@@ -251,9 +256,10 @@ def _docs(n_words: int = 2000) -> list[tuple[list[bytes], bytes]]:
 
 
 @pytest.mark.parametrize("n", [1, 5, 47, 48, 95, 96, 97, 1000])
-def test_blocks_sizes_and_weights(n: int) -> None:
+def test_even_blocks_sizes_and_weights(n: int) -> None:
+    """The cut of messages logged before UNITS: equal blocks, floor(size/6) doubles each."""
     order = [bytes([i % 256, i // 256]) for i in range(n)]
-    b = Blocks.build(order, 1 / 6, 48)
+    b = Blocks.build(order, 1 / 6, 48, EVEN)
     assert [c for m in b.members for c in m] == order  # consecutive, in reading order
     sizes = [len(m) for m in b.members]
     if n >= 48:
@@ -262,8 +268,40 @@ def test_blocks_sizes_and_weights(n: int) -> None:
         assert sizes == [n]
     assert b.ones == tuple(s // 6 for s in sizes)
     assert all(b.index[c] == i for i, m in enumerate(b.members) for c in m)
-    assert Blocks.build(order, 0.0, 48).members == ()
-    assert Blocks.build([], 1 / 6, 48).members == ()
+    assert Blocks.build(order, 0.0, 48, EVEN).members == ()
+    assert Blocks.build([], 1 / 6, 48, EVEN).members == ()
+
+
+@pytest.mark.parametrize("rate", [1 / 6, 0.3, 0.15, 0.5])
+@given(n=st.integers(1, 3000))
+@settings(max_examples=60, deadline=None)
+def test_unit_blocks_spend_the_whole_budget_and_never_more_in_a_block(rate: float,
+                                                                      n: int) -> None:
+    """UNITS: the message doubles floor(n * rate) in all (the most the rate allows), no block
+    doubles more than its rate, and blocks hold at least 48 gaps when the message has them."""
+    order = [i.to_bytes(2, "big") for i in range(n)]
+    b = Blocks.build(order, rate, 48, UNITS)
+    assert [c for m in b.members for c in m] == order
+    p, q = budget_unit(rate)
+    assert sum(b.ones) == n * p // q == math.floor(n * rate + 1e-9)
+    for m, k in zip(b.members, b.ones, strict=True):
+        assert k * q <= len(m) * p  # k / len(m) <= rate, exactly
+    sizes = [len(m) for m in b.members]
+    if n >= 48 + q:
+        assert min(sizes) >= 48 and max(sizes) < 2 * 48 + 2 * q
+    else:
+        assert len(sizes) == 1
+    assert all(b.index[c] == i for i, m in enumerate(b.members) for c in m)
+
+
+def test_unit_blocks_double_more_than_even_ones() -> None:
+    """The reason for UNITS: even blocks of 53 double 8 (15.1 %), unit blocks of 54 double 9."""
+    order = [i.to_bytes(2, "big") for i in range(264)]
+    assert sum(Blocks.build(order, 1 / 6, 48, EVEN).ones) == 40
+    assert sum(Blocks.build(order, 1 / 6, 48, UNITS).ones) == 44
+    assert budget_unit(1 / 6) == (1, 6) and budget_unit(0.3) == (3, 10)
+    with pytest.raises(ValueError):
+        Blocks.build(order, 1 / 6, 48, 7)
 
 
 def test_word_order_first_occurrence_in_part_order() -> None:
@@ -274,7 +312,7 @@ def test_word_order_first_occurrence_in_part_order() -> None:
 
 def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
     docs = _docs()
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
     assert code.blocks is not None and len(code.blocks.members) >= 10
     ck, cl = docs[0]
     for r in ("alice@example.com", "bob@example.com", "x@y.org"):
@@ -291,7 +329,7 @@ def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
 
 def test_block_code_same_bit_in_plain_and_html() -> None:
     docs = _docs(600)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
     (ckp, clp), (ckh, clh) = docs
     bp = dict(zip(ckp, code.bits("alice@example.com", ckp, clp), strict=True))
     bh = dict(zip(ckh, code.bits("alice@example.com", ckh, clh), strict=True))
@@ -304,7 +342,7 @@ def test_block_code_uniform_over_recipients() -> None:
     """Each word carrier is doubled for about one recipient in six, and two recipients' codes
     agree no more than chance says."""
     docs = _docs(300)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
     ck, cl = docs[0]
     words = [c for c, k in zip(ck, cl, strict=True) if k == WORD]
     n = 3000
@@ -321,7 +359,7 @@ def test_block_code_uniform_over_recipients() -> None:
 def test_legacy_code_is_the_independent_codebook() -> None:
     """block 0 (messages logged before blocks): exactly the bits CodeBook always gave."""
     docs = _docs(400)
-    code = MessageCode(KEY, IDENT, docs, 0.16, 0)
+    code = MessageCode(KEY, IDENT, docs, 0.16, 0, UNITS)
     ck, cl = docs[0]
     keep = [i for i, k in enumerate(cl) if k]
     keys_ = [ck[i] for i in keep]

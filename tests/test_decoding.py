@@ -17,6 +17,8 @@ import pytest
 from relay.carriers import NONE, Gap, analyse_plain
 from relay.codes import (
     BLOCK,
+    CUT,
+    EVEN,
     MessageCode,
     bias,
     carrier_keys,
@@ -84,7 +86,7 @@ class MemLog:
 
     def add(self, text: str, recipients: Sequence[str], *, subject: str, key_id: str = "k1",
             key: bytes = K1, rate: float = RATE, sender: str = "boss@example.com",
-            block: int = BLOCK) -> Logged:
+            block: int = BLOCK, cut: int = CUT) -> Logged:
         raw = f"Subject: {subject}\r\n\r\n{text}".encode()
         identity = message_identity(raw, sender)
         layout = analyse_plain(text)
@@ -100,11 +102,11 @@ class MemLog:
         meta = {"message_id": f"<{subject.replace(' ', '.')}@example.com>", "subject": subject,
                 "date": "Mon, 23 Nov 2026 10:00:00 +0000"}
         self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, "block": block,
-                                **meta},
+                                "block_cut": cut, **meta},
                                sorted(recipients))
         return Logged(identity, text, gaps, [ck[i] for i, _ in gaps],
                       [g.cls for _, g in gaps],
-                      MessageCode(key, identity, [(ck, classes)], rate, block), meta,
+                      MessageCode(key, identity, [(ck, classes)], rate, block, cut), meta,
                       sorted(recipients))
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -385,14 +387,17 @@ def test_json_shape(big: tuple[MemLog, Logged]) -> None:
 
 
 def test_message_logged_before_blocks_still_decodes() -> None:
-    """A message logged with block 0 (independent bits, before blocks existed) is decoded with
-    the code it was signed with, next to a block-coded one."""
+    """A message logged with block 0 (independent bits, before blocks existed) or with blocks
+    cut evenly (before UNITS) is decoded with the code it was signed with, next to a message
+    signed with the current code."""
     log = MemLog()
     old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0)
+    even = log.add(GPL.replace("software", "works"), staff(300), subject="even", cut=EVEN)
     new = log.add(GPL.replace("software", "programs"), staff(300), subject="new")
     assert old.code.blocks is None and new.code.blocks is not None
+    assert even.code.blocks is not None and even.code.blocks.ones != new.code.blocks.ones
     rnd = random.Random(4)
-    for m in (old, new):
+    for m in (old, even, new):
         leaker = rnd.choice(m.recipients)
         copy = m.copy_for(leaker)
         ex = window(copy, rnd.randrange(n_words(copy) - 150), 150)

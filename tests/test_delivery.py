@@ -16,7 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Client, Sink, StartRelay, free_port, make_message, smtp_send, start_sink
+from conftest import (
+    PROSE,
+    Client,
+    Sink,
+    StartRelay,
+    free_port,
+    make_message,
+    smtp_send,
+    start_sink,
+)
 
 from relay.config import Config
 from relay.store import ACCEPTED, PERMFAIL
@@ -145,6 +154,33 @@ async def test_retry_after_key_rotation_signs_with_the_first_key(
     assert_one_copy_each(sink, STAFF)
     expected = fingerprint.prepare(data, BOSS, old_kid, old_key, cfg.word_rate).copy_for(STAFF[1])
     assert sink.to(STAFF[1])[0].data == expected
+
+
+async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """A message first attempted by a relay that cut its blocks evenly (before codes.UNITS) is
+    retried with that cut, so every copy of it follows the code the log says."""
+    from relay import fingerprint, keys
+    from relay.codes import BLOCK, EVEN, UNITS
+
+    data = make_message(body="\r\n\r\n".join(PROSE * 2))  # 264 word gaps: 40 or 44 doubles
+    relay = await start_relay(cfg)
+    sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
+    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
+    await relay.stop(grace=2)
+    conn = sqlite3.connect(cfg.db_path)
+    with conn:  # what the earlier relay version would have logged
+        assert conn.execute("UPDATE messages SET block_cut = ?", [EVEN]).rowcount == 1
+    conn.close()
+    sink.rcpt_replies.clear()
+    relay2 = await start_relay(cfg)
+    assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+    kid, key = keys.load(cfg.key_file).current
+    even = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, BLOCK, EVEN)
+    units = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, BLOCK, UNITS)
+    assert even.bits_for(STAFF[1]) != units.bits_for(STAFF[1])  # the cut matters here
+    assert sink.to(STAFF[1])[0].data == even.copy_for(STAFF[1])
 
 
 async def test_ordinary_4xx_then_retry_goes_only_to_the_rest(relay, sink: Sink) -> None:
@@ -447,7 +483,7 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
     await store.open()
     try:
         await store.call("record_message", identity="i1", key_id="k1", word_rate=1 / 6,
-                         block=48, sender="boss@example.com", message_id=None, subject=None,
+                         block=48, cut=1, sender="boss@example.com", message_id=None, subject=None,
                          date=None, size=1, documents=[], doc_shingles=[])
         await store.call("add_copies", "i1", ["a@example.com", "b@example.com", "c@example.com"])
         fut = store.submit_copy("i1", "a@example.com", Outcome(ACCEPTED, "250 ok"))

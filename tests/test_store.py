@@ -15,8 +15,9 @@ from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
 
 def record(s: Store, identity: str) -> None:
     s.record_message(identity=identity, key_id="k1", word_rate=0.15, block=48,
-                     sender="a@example.com", message_id="<m@x>", subject="s", date=None, size=10,
-                     documents=[("1", "plain", b"\0" * 16, b"\1")], doc_shingles=[[1, 2, 3]])
+                     cut=1, sender="a@example.com", message_id="<m@x>", subject="s", date=None,
+                     size=10, documents=[("1", "plain", b"\0" * 16, b"\1")],
+                     doc_shingles=[[1, 2, 3]])
 
 
 def test_schema_is_current_and_reopens(tmp_path: Path) -> None:
@@ -109,7 +110,27 @@ def test_messages_logged_before_blocks_keep_independent_bits(tmp_path: Path) -> 
     conn.close()
     os.chmod(p, 0o600)
     s = Store(p)
-    assert s.signing_of("old") == ("k1", 0.16, 0)
+    assert s.signing_of("old") == ("k1", 0.16, 0, 0)
     record(s, "new")
-    assert s.signing_of("new") == ("k1", 0.15, 48)
+    assert s.signing_of("new") == ("k1", 0.15, 48, 1)
     assert s.message("old")["block"] == 0
+
+
+def test_messages_logged_with_even_blocks_keep_their_cut(tmp_path: Path) -> None:
+    """Migration 4: a message signed in blocks cut evenly (before codes.UNITS) reads back with
+    cut 0 (codes.EVEN), so its retries and decodes cut its blocks the same way."""
+    p = tmp_path / "v3.db"
+    conn = sqlite3.connect(p)
+    conn.executescript("".join(store_mod.MIGRATIONS[:3]))
+    conn.execute("INSERT INTO messages (identity, key_id, word_rate, block, sender, size, "
+                 "carriers, created_at) "
+                 "VALUES ('even', 'k1', 0.1667, 48, 'a@example.com', 10, 3, 0)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    os.chmod(p, 0o600)
+    s = Store(p)
+    assert s.signing_of("even") == ("k1", 0.1667, 48, 0)
+    assert s.message("even")["block_cut"] == 0
+    record(s, "new")
+    assert s.signing_of("new") == ("k1", 0.15, 48, 1)
