@@ -141,7 +141,7 @@ CUT = UNITS
 
 def word_order(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[bytes]:
     """The word-carrier keys of a message in reading order: the documents in part order, each
-    key where it first occurs. Signing and decoding both build it from the same documents."""
+    key where it first occurs (the order blocks cut EVEN were taken in)."""
     seen: set[bytes] = set()
     out = []
     for ckeys, classes in docs:
@@ -150,6 +150,28 @@ def word_order(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[by
                 seen.add(c)
                 out.append(c)
     return out
+
+
+def word_runs(docs: Sequence[tuple[Sequence[bytes], Sequence[int]]]) -> list[list[bytes]]:
+    """The word-carrier keys of a message grouped by which documents hold them (as word
+    carriers), each group in reading order, groups in order of first appearance. Blocks are cut
+    within a group, so every document's word carriers are whole blocks: each rendering, not just
+    the message, doubles at most its share. For text/plain with its text/html alternative: the
+    gaps both hold, then the HTML's extra ones (the plain text's line ends), and the few the
+    plain text alone holds (a word hyphenated across a line end)."""
+    words = [[c for c, cls in zip(ck, cl, strict=True) if cls == WORD] for ck, cl in docs]
+    holders: dict[bytes, int] = {}  # key -> bit set of the documents holding it
+    for i, w in enumerate(words):
+        for c in w:
+            holders[c] = holders.get(c, 0) | 1 << i
+    runs: dict[int, list[bytes]] = {}
+    placed: set[bytes] = set()
+    for w in words:
+        for c in w:
+            if c not in placed:
+                placed.add(c)
+                runs.setdefault(holders[c], []).append(c)
+    return list(runs.values())
 
 
 def budget_unit(rate: float) -> tuple[int, int]:
@@ -195,6 +217,18 @@ class Blocks:
         index = {c: b for b, m in enumerate(members) for c in m}
         return cls(members, tuple(ones), index)
 
+    @classmethod
+    def of(cls, docs: Sequence[tuple[Sequence[bytes], Sequence[int]]], rate: float,
+           size: int = BLOCK, cut: int = CUT) -> Blocks:
+        """The blocks of a message's documents (carrier keys of every gap, gap classes): EVEN
+        over the word carriers in reading order, UNITS within each group of word_runs."""
+        if cut == EVEN:
+            return cls.build(word_order(docs), rate, size, cut)
+        parts = [cls.build(run, rate, size, cut) for run in word_runs(docs)]
+        members = tuple(m for p in parts for m in p.members)
+        ones = tuple(k for p in parts for k in p.ones)
+        return cls(members, ones, {c: b for b, m in enumerate(members) for c in m})
+
 
 class MessageCode:
     """Every recipient's bits for one logged message.
@@ -212,8 +246,7 @@ class MessageCode:
         universe = {c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k}
         self.book = CodeBook(key, identity, universe)
         self.word_rate = word_rate
-        self.blocks = (Blocks.build(word_order(docs), word_rate, block, cut) if block
-                       else None)
+        self.blocks = Blocks.of(docs, word_rate, block, cut) if block else None
         self._rank = self.book.ranks(())
         # where each block's members read the stream: fixed per message, not per copy
         self._block_ranks = tuple(tuple(self._rank[m] for m in members)

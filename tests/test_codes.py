@@ -28,6 +28,7 @@ from relay.codes import (
     unpack_hashes,
     word_hashes,
     word_order,
+    word_runs,
 )
 
 KEY = bytes(range(32))
@@ -308,6 +309,48 @@ def test_word_order_first_occurrence_in_part_order() -> None:
     a, b, c = b"a", b"b", b"c"
     docs = [([a, b, c], bytes([WORD, SENTENCE, WORD])), ([b, c, a], bytes([WORD, WORD, 0]))]
     assert word_order(docs) == [a, c, b]
+
+
+def test_word_runs_group_keys_by_the_documents_holding_them() -> None:
+    a, b, c, p, h1, h2, s = (bytes([i]) for i in range(7))
+    plain = ([a, b, s, c, p], bytes([WORD, WORD, SENTENCE, WORD, WORD]))
+    html_ = ([a, h1, b, s, c, h2], bytes([WORD, WORD, WORD, SENTENCE, WORD, WORD]))
+    assert word_runs([plain, html_]) == [[a, b, c], [p], [h1, h2]]
+    assert word_runs([html_, plain]) == [[a, b, c], [h1, h2], [p]]
+    assert word_runs([plain]) == [[a, b, c, p]]
+
+
+@given(st.lists(st.sets(st.integers(0, 400), max_size=300), min_size=1, max_size=4),
+       st.sampled_from([1 / 6, 0.3]))
+@settings(max_examples=80, deadline=None)
+def test_every_document_is_whole_blocks(doc_keys: list[set[int]], rate: float) -> None:
+    """UNITS: each document's word carriers are a union of whole blocks, so no rendering of a
+    message can double more than its share, whatever the other renderings hold."""
+    docs = [([k.to_bytes(2, "big") for k in sorted(d)], bytes([WORD] * len(d)))
+            for d in doc_keys]
+    b = Blocks.of(docs, rate, 48, UNITS)
+    assert sorted(c for m in b.members for c in m) == sorted(
+        {c for ck, _ in docs for c in ck})
+    for ck, _ in docs:
+        mine = set(ck)
+        assert all(set(m) <= mine or not set(m) & mine for m in b.members)
+
+
+def test_each_rendering_doubles_at_most_its_share() -> None:
+    """The plain text (wrapped at 72, so its line ends are not carriers) and its HTML
+    alternative: per recipient, each doubles at most one word gap in six."""
+    docs = _docs(900)
+    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    even = MessageCode(KEY, IDENT, docs, 1 / 6, 48, EVEN)
+    over_even = 0
+    for r in range(40):
+        for ck, cl in docs:
+            words = [c for c, k in zip(ck, cl, strict=True) if k == WORD]
+            assert 6 * sum(code.bits(f"u{r}@example.com", words, [WORD] * len(words))) \
+                <= len(words)
+            over_even += 6 * sum(even.bits(f"u{r}@example.com", words, [WORD] * len(words))) \
+                > len(words)
+    assert over_even > 0  # blocks spanning both renderings could pass the share in one
 
 
 def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
