@@ -56,6 +56,7 @@ from profiles import (  # noqa: E402
     SENDER,
     build_message,
     code_version,
+    gap_changes,
     load_paragraphs,
     part_text,
 )
@@ -760,6 +761,7 @@ def run(args, tmp: Path, live: list) -> int:
     # --- what the sink got ---
     orig_parts = {}
     bad_copies = 0
+    shares: dict[str, list[float]] = {"text/plain": [], "text/html": []}
     for m in msgs:
         got = {r: sink.copies.get((m.msgid, r), []) for r in rcpts}
         missing = [r for r, v in got.items() if not v]
@@ -779,7 +781,17 @@ def run(args, tmp: Path, live: list) -> int:
             m.html[r] = part_text(v[0], "html")
             if squash(m.plain[r]) != squash(o_plain) or squash(m.html[r]) != squash(o_html):
                 bad_copies += 1
+                continue
+            for kind, (o, c) in (("text/plain", (o_plain, m.plain[r])),
+                                 ("text/html", (rendered_copy(o_html), rendered_copy(m.html[r])))):
+                words, changed, _, _ = gap_changes(o, c)
+                shares[kind].append(changed / words)
     note(f"copies whose text parts differ from the original other than in spaces: {bad_copies}")
+    for kind, sh in shares.items():
+        if sh:
+            note(f"ordinary word gaps changed per copy, {kind} as a reader sees it: mean "
+                 f"{statistics.mean(sh):.2%}, max {max(sh):.2%}; copies over one in six: "
+                 f"{sum(x > 1 / 6 for x in sh)} of {len(sh)}")
     fan_ok &= bad_copies == 0
     if not all(m.plain for m in msgs):
         sys.exit("no copies to attribute: the fan-out failed (see notes above)")

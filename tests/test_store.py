@@ -134,3 +134,14 @@ def test_messages_logged_with_even_blocks_keep_their_cut(tmp_path: Path) -> None
     assert s.message("even")["block_cut"] == 0
     record(s, "new")
     assert s.signing_of("new") == ("k1", 0.15, 48, 1)
+
+
+def test_database_from_a_newer_relay_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "new.db"
+    Store(p).close()
+    conn = sqlite3.connect(p)
+    conn.execute(f"PRAGMA user_version = {len(store_mod.MIGRATIONS) + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this relay"):
+        Store(p)
