@@ -97,41 +97,34 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     s.set_notice_state("x", PERMFAIL, "550")
 
 
-def test_messages_logged_before_blocks_keep_independent_bits(tmp_path: Path) -> None:
-    """Migration 3: a message logged by a relay without blocks reads back as block 0, so its
-    retries and decodes use the code it was signed with."""
-    p = tmp_path / "v2.db"
-    conn = sqlite3.connect(p)
-    conn.executescript(store_mod.MIGRATIONS[0] + store_mod.MIGRATIONS[1])
-    conn.execute("INSERT INTO messages (identity, key_id, word_rate, sender, size, carriers, "
-                 "created_at) VALUES ('old', 'k1', 0.16, 'a@example.com', 10, 3, 0)")
-    conn.execute("PRAGMA user_version = 2")
+def _old_database(path: Path, version: int, columns: str, values: str) -> Store:
+    """A database left by an older relay (schema `version`) holding one message, opened (and
+    so migrated) by this one."""
+    conn = sqlite3.connect(path)
+    conn.executescript("".join(store_mod.MIGRATIONS[:version]))
+    conn.execute(f"INSERT INTO messages ({columns}, sender, size, carriers, created_at) "
+                 f"VALUES ({values}, 'a@example.com', 10, 3, 0)")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()
-    os.chmod(p, 0o600)
-    s = Store(p)
-    assert s.signing_of("old") == ("k1", 0.16, 0, 0)
-    record(s, "new")
-    assert s.signing_of("new") == ("k1", 0.15, 48, 1)
-    assert s.message("old")["block"] == 0
+    os.chmod(path, 0o600)
+    return Store(path)
 
 
-def test_messages_logged_with_even_blocks_keep_their_cut(tmp_path: Path) -> None:
-    """Migration 4: a message signed in blocks cut evenly (before codes.UNITS) reads back with
-    cut 0 (codes.EVEN), so its retries and decodes cut its blocks the same way."""
-    p = tmp_path / "v3.db"
-    conn = sqlite3.connect(p)
-    conn.executescript("".join(store_mod.MIGRATIONS[:3]))
-    conn.execute("INSERT INTO messages (identity, key_id, word_rate, block, sender, size, "
-                 "carriers, created_at) "
-                 "VALUES ('even', 'k1', 0.1667, 48, 'a@example.com', 10, 3, 0)")
-    conn.execute("PRAGMA user_version = 3")
-    conn.commit()
-    conn.close()
-    os.chmod(p, 0o600)
-    s = Store(p)
-    assert s.signing_of("even") == ("k1", 0.1667, 48, 0)
-    assert s.message("even")["block_cut"] == 0
+@pytest.mark.parametrize("version, columns, values, signing", [
+    # migration 3: logged before blocks -> block 0, independent bits
+    (2, "identity, key_id, word_rate", "'old', 'k1', 0.16", ("k1", 0.16, 0, 0)),
+    # migration 4: blocks cut evenly (before codes.UNITS) -> cut 0, codes.EVEN
+    (3, "identity, key_id, word_rate, block", "'old', 'k1', 0.1667, 48", ("k1", 0.1667, 48, 0)),
+])
+def test_messages_logged_by_an_older_relay_keep_their_code(
+        tmp_path: Path, version: int, columns: str, values: str,
+        signing: tuple[str, float, int, int]) -> None:
+    """A message an older relay logged reads back with the code it was signed with, so its
+    retries and decodes use that code; new messages get the current one."""
+    s = _old_database(tmp_path / "old.db", version, columns, values)
+    assert s.signing_of("old") == signing
+    assert (s.message("old")["block"], s.message("old")["block_cut"]) == signing[2:]
     record(s, "new")
     assert s.signing_of("new") == ("k1", 0.15, 48, 1)
 
