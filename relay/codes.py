@@ -134,8 +134,9 @@ BLOCK = 48  # word carriers per block (0 in the log: independent bits, the code 
 # How a message's word carriers are cut into blocks (stored with each message, so a message is
 # always decoded and re-signed the way it was first signed):
 EVEN = 0  # equal blocks; each doubles floor(size * rate), which wastes up to one double per block
-UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 1/6): the
-#            message doubles floor(n * rate) in all, and still no block more than its rate
+UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 1/6), cut
+#            within the groups of word_runs: each group of n gaps doubles floor(n * rate) in
+#            all, and no block, and so no rendering, more than its rate
 CUT = UNITS
 
 
@@ -176,7 +177,7 @@ def word_runs(docs: Sequence[tuple[Sequence[bytes], Sequence[int]]]) -> list[lis
 
 def budget_unit(rate: float) -> tuple[int, int]:
     """(doubles, gaps) of the smallest run of gaps that holds the rate exactly: (1, 6) for 1/6,
-    (3, 10) for 0.3. Rates are read to two decimal places of their denominator."""
+    (3, 10) for 0.3: the nearest fraction with a denominator of at most 100."""
     f = Fraction(rate).limit_denominator(100)
     return f.numerator, f.denominator
 
