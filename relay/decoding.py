@@ -16,7 +16,7 @@ from .carriers import SENTENCE, WORD
 from .codes import EVEN, MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
 from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
-from .tokens import ExcerptWord
+from .tokens import ExcerptWord, settled_gaps
 
 MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
 MIN_SHARE = 0.25  # ... nor is aligning under a quarter of the excerpt
@@ -86,7 +86,7 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
     each message's code, built the first time an excerpt of the decode needs it."""
     best: dict[str, tuple[tuple[int, int], Evidence]] = {}
     norms = [w.norm for w in words]
-    gaps = [w.gap_after for w in words]
+    gaps = settled_gaps(words)
     need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
     for key_id, key in keyring.keys:
         hashes = word_hashes(key, norms)

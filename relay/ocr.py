@@ -431,6 +431,7 @@ class GapReading:
     z: float | None  # measured gap: 0 at its line's single level, 1 at the doubled level
     left: str = ""  # the OCR tokens on both sides of the gap
     right: str = ""
+    joined: bool = False  # a word hyphenated across a line end, joined back into one
 
 
 @dataclass(frozen=True)
@@ -611,8 +612,9 @@ def classify_detailed(words: Sequence[OcrWord]) -> list[GapReading]:
     seen = statistics.median(ems) if ems else 0.0  # font size in the pixels tesseract read
     out = []
     for k, (u, g) in enumerate(zip(units, gaps, strict=True)):
+        joined = any(toks[i].first_line != toks[i].line for i in range(u.first, u.last + 1))
         if g is None:
-            out.append(GapReading(u.norm, None, False, None))
+            out.append(GapReading(u.norm, None, False, None, joined=joined))
             continue
         single, space = levels[g.line]
         z = (g.r - single) / space
@@ -626,11 +628,11 @@ def classify_detailed(words: Sequence[OcrWord]) -> list[GapReading]:
         elif seen >= SMALL_EM:
             bit = 0 if z - PUNCT_SHIFT <= LO_PUNCT else 1 if z - PUNCT_SHIFT >= HI_PUNCT else None
         out.append(GapReading(u.norm, bit, True, z, toks[u.last].text,
-                              toks[units[k + 1].first].text))
+                              toks[units[k + 1].first].text, joined))
     return out
 
 
 def classify_gaps(words: Sequence[OcrWord]) -> list[ExcerptWord]:
     """Units of the OCR words (glued as tokens.excerpt_words glues them) with the bit each
     following gap shows: 0 single, 1 doubled, None not read (line end, unsure)."""
-    return [ExcerptWord(g.norm, g.gap_after) for g in classify_detailed(words)]
+    return [ExcerptWord(g.norm, g.gap_after, g.joined) for g in classify_detailed(words)]

@@ -88,6 +88,21 @@ def is_numeric_group(tok: str) -> bool:
 class ExcerptWord:
     norm: str
     gap_after: int | None  # 0: single gap, 1: doubled gap, None: not observed (line end, tab...)
+    joined: bool = False  # a word hyphenated across a line end, joined back into one
+
+
+def settled_gaps(words: Sequence[ExcerptWord]) -> list[int | None]:
+    """The observed gaps, without those whose carrier key a joined word is part of (the two
+    gaps on each side of it). A rendering may split such a word where the text was wrapped
+    ("non-" / "free" in text/plain) while another keeps it whole ("non-free" in its HTML), so
+    the keys of the gaps around it differ between renderings, and which rendering was copied
+    is not known: reading those gaps against the wrong one would count false disagreements."""
+    gaps = [w.gap_after for w in words]
+    for k, w in enumerate(words):
+        if w.joined:
+            for g in range(max(0, k - 2), min(len(gaps), k + 2)):
+                gaps[g] = None
+    return gaps
 
 
 def read_gap(ws: str) -> int | None:
@@ -101,16 +116,19 @@ def read_gap(ws: str) -> int | None:
     return None
 
 
-def clean_excerpt(text: str) -> str:
+JOIN_MARK = "\ue000"  # private use: where a hyphenated word was joined (norm() drops it)
+
+
+def clean_excerpt(text: str, mark: str = "") -> str:
     """Undo what copying does to text: CRLF, soft hyphens, zero-width characters and words
-    hyphenated across a line end."""
+    hyphenated across a line end (joined, with `mark` after the hyphen)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(INVISIBLE)
-    return re.sub(r"(\w)-[ \t]*\n[ \t]*(?=[a-zà-ÿ])", r"\1-", text)
+    return re.sub(r"(\w)-[ \t]*\n[ \t]*(?=[a-zà-ÿ])", rf"\1-{mark}", text)
 
 
 def excerpt_words(text: str) -> list[ExcerptWord]:
     """Tokenise suspect text into units with the bit each following gap shows."""
-    text = clean_excerpt(text)
+    text = clean_excerpt(text.replace(JOIN_MARK, ""), JOIN_MARK)
     matches = list(RAW_TOKEN.finditer(text))
     raw = [m.group() for m in matches]
     units = group_units(raw)
@@ -121,5 +139,6 @@ def excerpt_words(text: str) -> list[ExcerptWord]:
             nxt = units[k + 1]
             if nxt.first == u.last + 1:
                 gap = read_gap(text[matches[u.last].end():matches[nxt.first].start()])
-        out.append(ExcerptWord(u.norm, gap))
+        joined = any(JOIN_MARK in raw[i] for i in range(u.first, u.last + 1))
+        out.append(ExcerptWord(u.norm, gap, joined))
     return out

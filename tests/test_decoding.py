@@ -405,3 +405,41 @@ def test_message_logged_before_blocks_still_decodes() -> None:
         assert rep.verdict == "identified", rep.as_json()
         assert rep.candidates[0].recipient == leaker
         assert rep.message == m.meta
+
+
+def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
+        tmp_path: Path) -> None:
+    """text/plain wrapped at a hyphen ("non-" / "free") and its HTML ("non-free") key the gaps
+    around that word differently; an excerpt of the plain copy, where the word is joined back,
+    must not read those gaps against the HTML's keys: the leaker disagrees with nothing."""
+    import email
+    import email.message
+    import email.policy
+
+    from relay.fingerprint import prepare
+    from relay.store import ACCEPTED, Store
+
+    words = " ".join(paragraphs("GPL-3")[5:9]).split()
+    words[60] = "non-free"
+    text = " ".join(words)
+    plain = textwrap.fill(text, 72).replace("non-free", "non-\nfree")  # as a wrapper breaks it
+    m = email.message.EmailMessage()
+    m["Subject"] = "Licences"
+    m.set_content(plain + "\n")
+    m.add_alternative(f"<p>{text}</p>\n", subtype="html")
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    store = Store(tmp_path / "relay.db")
+    store.record_message(**p.log_entry("boss@example.com"))
+    rcpts = staff(200)
+    for r in rcpts:
+        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+    for leaker in rcpts[:30]:
+        copy = email.message_from_bytes(p.copy_for(leaker), policy=email.policy.default)
+        body = copy.get_body(("plain",)).get_content()
+        at = body.index("non-\nfree")
+        words_ = excerpt_words(body[body.index(" ", at - 300):body.index(" ", at + 250)])
+        assert any(w.joined and w.norm == "nonfree" for w in words_)
+        rep = decode([words_], store, RING, THRESHOLD)
+        top = rep.candidates[0]
+        assert top.recipient == leaker, rep.as_json()
+        assert top.bits_matching == top.bits_observed, rep.as_json()

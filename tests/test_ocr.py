@@ -157,7 +157,8 @@ def test_classify_joins_a_word_hyphenated_across_lines() -> None:
     out = classify_gaps(words)
     assert [w.norm for w in out] == ["our", "forecasting", "model"]
     assert [w.gap_after for w in out] == [0, 0, None]
-    assert [w.norm for w in excerpt_words("our forecast-\ning model")] == [w.norm for w in out]
+    assert [w.joined for w in out] == [False, True, False]
+    assert excerpt_words("our forecast-\ning model") == out
 
 
 def test_classify_justified_lines() -> None:

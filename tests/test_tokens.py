@@ -16,6 +16,7 @@ from relay.tokens import (
     is_sentence_gap,
     norm,
     read_gap,
+    settled_gaps,
 )
 
 # --- norm ------------------------------------------------------------------------------------
@@ -234,6 +235,18 @@ def test_excerpt_hyphenation_rejoined() -> None:
     # a capitalised next line is a real line break after a dash, not hyphenation
     assert norms("see Jean-\nPierre") == ["see", "jean", "pierre"]
     assert norms("see Jean-\r\nPaul") == ["see", "jean", "paul"]
+    assert [w.joined for w in excerpt_words(text)] == [False, True, False, False, False, True]
+    assert not any(w.joined for w in excerpt_words("see Jean-\nPierre and self-evident"))
+
+
+def test_gaps_keyed_with_a_joined_word_are_not_read() -> None:
+    """The two gaps on each side of a word joined across a line end are left out, since a
+    rendering that split the word keys them differently (see decoding)."""
+    words = excerpt_words("a  b c  non-\nfree d  e f  g")
+    assert [w.norm for w in words] == ["a", "b", "c", "nonfree", "d", "e", "f", "g"]
+    assert [w.gap_after for w in words] == [1, 0, 1, 0, 1, 0, 1, None]
+    assert settled_gaps(words) == [1, None, None, None, None, 0, 1, None]
+    assert settled_gaps(excerpt_words("x  y")) == [1, None]
 
 
 def test_excerpt_zero_width_ignored() -> None:
