@@ -14,7 +14,7 @@ import hmac
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .carriers import SENTENCE, WORD
@@ -140,17 +140,15 @@ UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 
 CUT = UNITS
 
 
+def _word_keys(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[list[bytes]]:
+    """Per document, its word-carrier keys in reading order."""
+    return [[c for c, cls in zip(ck, cl, strict=True) if cls == WORD] for ck, cl in docs]
+
+
 def word_order(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[bytes]:
     """The word-carrier keys of a message in reading order: the documents in part order, each
     key where it first occurs (the order blocks cut EVEN were taken in)."""
-    seen: set[bytes] = set()
-    out = []
-    for ckeys, classes in docs:
-        for c, cls in zip(ckeys, classes, strict=True):
-            if cls == WORD and c not in seen:
-                seen.add(c)
-                out.append(c)
-    return out
+    return list(dict.fromkeys(c for keys in _word_keys(docs) for c in keys))
 
 
 def word_runs(docs: Sequence[tuple[Sequence[bytes], Sequence[int]]]) -> list[list[bytes]]:
@@ -160,18 +158,13 @@ def word_runs(docs: Sequence[tuple[Sequence[bytes], Sequence[int]]]) -> list[lis
     the message, doubles at most its share. For text/plain with its text/html alternative: the
     gaps both hold, then the HTML's extra ones (the plain text's line ends), and the few the
     plain text alone holds (a word hyphenated across a line end)."""
-    words = [[c for c, cls in zip(ck, cl, strict=True) if cls == WORD] for ck, cl in docs]
-    holders: dict[bytes, int] = {}  # key -> bit set of the documents holding it
-    for i, w in enumerate(words):
-        for c in w:
+    holders: dict[bytes, int] = {}  # key -> bit set of the documents holding it, in reading order
+    for i, keys in enumerate(_word_keys(docs)):
+        for c in keys:
             holders[c] = holders.get(c, 0) | 1 << i
     runs: dict[int, list[bytes]] = {}
-    placed: set[bytes] = set()
-    for w in words:
-        for c in w:
-            if c not in placed:
-                placed.add(c)
-                runs.setdefault(holders[c], []).append(c)
+    for c, held in holders.items():
+        runs.setdefault(held, []).append(c)
     return list(runs.values())
 
 
@@ -191,13 +184,17 @@ class Blocks:
 
     members: tuple[tuple[bytes, ...], ...]
     ones: tuple[int, ...]
-    index: dict[bytes, int]
+    index: dict[bytes, int] = field(init=False, repr=False)  # carrier key -> its block
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index",
+                           {c: b for b, m in enumerate(self.members) for c in m})
 
     @classmethod
     def build(cls, order: Sequence[bytes], rate: float, size: int = BLOCK,
               cut: int = CUT) -> Blocks:
         if size <= 0 or rate <= 0 or not order:
-            return cls((), (), {})
+            return cls((), ())
         n = len(order)
         if cut == EVEN:
             nb = max(1, n // size)
@@ -215,8 +212,7 @@ class Blocks:
         else:
             raise ValueError(f"unknown block cut {cut}")
         members = tuple(tuple(order[a:b]) for a, b in zip(cuts, cuts[1:], strict=False))
-        index = {c: b for b, m in enumerate(members) for c in m}
-        return cls(members, tuple(ones), index)
+        return cls(members, tuple(ones))
 
     @classmethod
     def of(cls, docs: Sequence[tuple[Sequence[bytes], Sequence[int]]], rate: float,
@@ -226,9 +222,8 @@ class Blocks:
         if cut == EVEN:
             return cls.build(word_order(docs), rate, size, cut)
         parts = [cls.build(run, rate, size, cut) for run in word_runs(docs)]
-        members = tuple(m for p in parts for m in p.members)
-        ones = tuple(k for p in parts for k in p.ones)
-        return cls(members, ones, {c: b for b, m in enumerate(members) for c in m})
+        return cls(tuple(m for p in parts for m in p.members),
+                   tuple(k for p in parts for k in p.ones))
 
 
 class MessageCode:
@@ -262,7 +257,7 @@ class MessageCode:
         rank = self._rank
         stream = self.book.stream(recipient, rank)
         blocks = self.blocks
-        cut: dict[int, int] = {}  # block -> largest stream value that is doubled
+        top: dict[int, int] = {}  # block -> largest stream value that is doubled
         out = []
         for c, cls in zip(ckeys, classes, strict=True):
             if cls not in (SENTENCE, WORD):
@@ -275,9 +270,9 @@ class MessageCode:
                 out.append(int(v / TWO64 < self.word_rate))
             else:
                 b = blocks.index[c]
-                if b not in cut:
+                if b not in top:
                     k = blocks.ones[b]
                     vals = sorted(stream[i] for i in self._block_ranks[b])
-                    cut[b] = vals[k - 1] if k else -1
-                out.append(int(v <= cut[b]))
+                    top[b] = vals[k - 1] if k else -1
+                out.append(int(v <= top[b]))
         return out
