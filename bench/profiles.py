@@ -165,7 +165,7 @@ class MemLog:
     def add(self, p: Prepared, key_id: str) -> None:
         self.messages[p.identity] = {"key_id": key_id, "word_rate": p.word_rate,
                                       "block": p.block,
-                                      "block_cut": p.cut, **p.meta}
+                                      "block_cut": p.block_cut, **p.meta}
         for d in p.documents:
             self.docs.append(DocumentRow(len(self.docs), p.identity, d.part, d.kind, d.words_blob,
                                     d.classes))

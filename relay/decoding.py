@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .align import Alignment, align
 from .carriers import SENTENCE, WORD
-from .codes import EVEN, MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
+from .codes import MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
 from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
@@ -120,8 +120,7 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
 def _code(log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCode:
     docs = [(carrier_keys(unpack_hashes(d.words)), d.classes)
             for d in log.documents_of(identity)]
-    return MessageCode(key, identity, docs, msg["word_rate"], msg.get("block") or 0,
-                       msg.get("block_cut") or EVEN)
+    return MessageCode(key, identity, docs, msg["word_rate"], msg["block"], msg["block_cut"])
 
 
 def _null(ev: Evidence) -> tuple[list[float], list[list[float]]]:

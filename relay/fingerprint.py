@@ -56,7 +56,7 @@ class Prepared:
     key_id: str
     word_rate: float
     block: int
-    cut: int
+    block_cut: int
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
@@ -74,8 +74,8 @@ class Prepared:
         """Keyword arguments for Store.record_message: what the log keeps of this message."""
         return {
             "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
-            "block": self.block, "cut": self.cut, "sender": sender, "size": len(self.raw),
-            **self.meta,
+            "block": self.block, "block_cut": self.block_cut, "sender": sender,
+            "size": len(self.raw), **self.meta,
             "documents": [(d.part, d.kind, d.words_blob, d.classes) for d in self.documents],
             "doc_shingles": [d.shingles() for d in self.documents],
         }
@@ -166,7 +166,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
     identity = message_identity(raw, sender)
     parts, skipped = mime.text_parts(raw)
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                 block=block, cut=cut, meta=_meta(raw), documents=[], skipped=list(skipped))
+                 block=block, block_cut=cut, meta=_meta(raw), documents=[], skipped=list(skipped))
     docs: list[tuple[list[bytes], bytes]] = []
     for part in parts:
         layout = analyse(part)

@@ -157,7 +157,7 @@ class Store:
     # --- relay side ---------------------------------------------------------------------
 
     def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
-                       cut: int, sender: str,
+                       block_cut: int, sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[str, str, bytes, bytes]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
@@ -171,9 +171,9 @@ class Store:
                 carriers = sum(sum(1 for c in d[3] if c) for d in documents)
                 self.db["messages"].insert({
                     "identity": identity, "key_id": key_id, "word_rate": word_rate,
-                    "block": block, "block_cut": cut, "sender": sender, "message_id": message_id,
-                    "subject": subject, "date": date, "size": size, "carriers": carriers,
-                    "created_at": time.time(),
+                    "block": block, "block_cut": block_cut, "sender": sender,
+                    "message_id": message_id, "subject": subject, "date": date, "size": size,
+                    "carriers": carriers, "created_at": time.time(),
                 })
                 for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
                     cur = self.db.conn.execute(
