@@ -170,16 +170,16 @@ def run_tesseract(image: bytes, languages: str = "eng+fra", *,
     exe = _tesseract_exe()
     _check_languages(exe, languages)
     if magnify is None:
-        head = _decode_png(image, max_rows=400)  # rows enough to judge the text size
+        head = _decode_grey(image, max_rows=400)  # rows enough to judge the text size
         ink = _ink_line_height(*head) if head else None
         if ink is not None and ink < 0.8 * MAGNIFY_BELOW_EM:
             magnify = True
-    if magnify and (decoded := _decode_png(image)):
+    if magnify and (decoded := _decode_grey(image)):
         return _tsv(exe, _pgm2x(*decoded), languages, 2)
     words = _tsv(exe, image, languages, 1)
     size = text_size(words)
     if magnify is None and size is not None and size < MAGNIFY_BELOW_EM \
-            and (decoded := _decode_png(image)):
+            and (decoded := _decode_grey(image)):
         return _tsv(exe, _pgm2x(*decoded), languages, 2) or words
     return words
 
@@ -322,7 +322,7 @@ def magnify2(width: int, height: int, grey: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _decode_png(image: bytes, max_rows: int | None = None) -> tuple[int, int, bytes] | None:
+def _decode_grey(image: bytes, max_rows: int | None = None) -> tuple[int, int, bytes] | None:
     """The image as 8-bit grey rows: PNG with the standard library, any other format (JPEG,
     WebP, TIFF...) with Pillow; None if it cannot be decoded here."""
     if image.startswith(b"\x89PNG"):
@@ -350,7 +350,7 @@ def _pgm2x(width: int, height: int, grey: bytes) -> bytes:
 
 def magnified_pgm(image: bytes) -> bytes | None:
     """The image magnified 2x as a binary PGM, or None if it cannot be decoded here."""
-    decoded = _decode_png(image)
+    decoded = _decode_grey(image)
     return _pgm2x(*decoded) if decoded else None
 
 
