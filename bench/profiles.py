@@ -162,14 +162,14 @@ class MemLog:
         self.n = n_recipients
         self._rcpts = [f"user{i:05d}@example.com" for i in range(n_recipients)]
 
-    def add(self, p: Prepared, key_id: str) -> None:
-        self.messages[p.identity] = {"key_id": key_id, "word_rate": p.word_rate,
-                                      "block": p.block,
-                                      "block_cut": p.block_cut, **p.meta}
-        for d in p.documents:
-            self.docs.append(DocumentRow(len(self.docs), p.identity, d.part, d.kind, d.words_blob,
-                                    d.classes))
-            self.shingle_sets.append(set(d.shingles()))
+    def add(self, p: Prepared) -> None:
+        """Log a prepared message as Store.record_message would (its log_entry)."""
+        entry = p.log_entry(SENDER)
+        documents, doc_shingles = entry.pop("documents"), entry.pop("doc_shingles")
+        self.messages[p.identity] = entry
+        for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
+            self.docs.append(DocumentRow(len(self.docs), p.identity, part, kind, words, classes))
+            self.shingle_sets.append(set(sh))
 
     def set_recipients(self, n: int) -> None:
         if n > len(self._rcpts):
@@ -327,7 +327,7 @@ def run_profile(profile: str, lang: str, paras: list[str], args, ring: Keyring,
     orig = part_text(raw)
     ns = sorted(args.recipients)
     log = MemLog(max(ns))
-    log.add(p, key_id)
+    log.add(p)
     otoks = list(re.finditer(r"\S+", orig))
     nwords = len(otoks)
 
