@@ -156,7 +156,7 @@ class MemLog:
 
     def __init__(self, n_recipients: int) -> None:
         self.docs: list[DocumentRow] = []
-        self.codes: dict[str, decoding.MessageCode] = {}  # each message's code, built once
+        self.derived = decoding.Derived()  # keys and codes, built once per run
         self.shingle_sets: list[set[int]] = []
         self.messages: dict[str, dict] = {}
         self.n = n_recipients
@@ -234,7 +234,7 @@ def leaker_fwp(words, log: MemLog, ring: Keyring, leaker: str, ns: list[int]):
     """Family-wise false-match probability of the leaker for each n in `ns` (the quantity the
     full decode compares with the threshold), and the bits observed. Same alignment and scoring
     code as relay.decoding, but only the leaker is scored (fast)."""
-    found = decoding._matches(words, log, ring, log.codes)
+    found = decoding._matches(words, log, ring, log.derived)
     if not found:
         return [1.0] * len(ns), 0
     ev = found[0]
@@ -275,23 +275,6 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "relay code: unknown version (no git)"
     return f"relay code: git {head}" + (" + uncommitted changes in relay/" if dirty else "")
-
-
-def memoise_decoder() -> None:
-    """Speed the decoder up without changing a single result: it recomputes the carrier keys of
-    the whole logged document for every excerpt (~60 ms for a 6,000-word message). A pure
-    function; memoise it in this process."""
-    ck_orig = decoding.carrier_keys
-    ck_cache: dict[tuple[int, ...], list[bytes]] = {}
-
-    def carrier_keys(hashes):
-        k = tuple(hashes)
-        if k not in ck_cache:
-            ck_cache.clear()
-            ck_cache[k] = ck_orig(hashes)
-        return ck_cache[k]
-
-    decoding.carrier_keys = carrier_keys
 
 
 @dataclass
@@ -443,7 +426,6 @@ def main(argv: list[str] | None = None) -> int:
     ns = sorted(args.recipients)
     key = hashlib.sha256(b"relay-bench-profiles" + str(args.seed).encode()).digest()
     ring = Keyring((("k1", key),))
-    memoise_decoder()
     t0 = time.time()
     rows = []
     for lang in args.langs.split(","):

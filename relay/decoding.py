@@ -80,10 +80,31 @@ class Report:
         }
 
 
+@dataclass
+class Derived:
+    """What a decode derives from the log, each the first time it is needed: every document's
+    carrier keys and every message's code (several excerpts, and every key of the ring, meet
+    the same documents)."""
+
+    ckeys: dict[int, list[bytes]] = field(default_factory=dict)  # document id -> keys
+    codes: dict[str, MessageCode] = field(default_factory=dict)  # message identity -> code
+
+    def carrier_keys(self, doc: Any) -> list[bytes]:
+        if doc.id not in self.ckeys:
+            self.ckeys[doc.id] = carrier_keys(unpack_hashes(doc.words))
+        return self.ckeys[doc.id]
+
+    def code(self, log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCode:
+        if identity not in self.codes:
+            docs = [(self.carrier_keys(d), d.classes) for d in log.documents_of(identity)]
+            self.codes[identity] = MessageCode(key, identity, docs, msg["word_rate"],
+                                               msg["block"], msg["block_cut"])
+        return self.codes[identity]
+
+
 def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
-             codes: dict[str, MessageCode]) -> list[Evidence]:
-    """Every logged message this excerpt aligns with, best alignment per message. `codes`:
-    each message's code, built the first time an excerpt of the decode needs it."""
+             derived: Derived) -> list[Evidence]:
+    """Every logged message this excerpt aligns with, best alignment per message."""
     best: dict[str, tuple[tuple[int, int], Evidence]] = {}
     norms = [w.norm for w in words]
     gaps = settled_gaps(words)
@@ -99,10 +120,8 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
             a: Alignment = align(hashes, gaps, doc_hashes)
             if a.matched < need:
                 continue
-            ck = carrier_keys(doc_hashes)
-            if doc.identity not in codes:
-                codes[doc.identity] = _code(log, doc.identity, key, msg)
-            code = codes[doc.identity]
+            ck = derived.carrier_keys(doc)
+            code = derived.code(log, doc.identity, key, msg)
             # a sentence carrier whose key is a word carrier elsewhere in the message would
             # share its stream value with a block: left out, so carriers stay independent
             obs = [(g, b) for g, b in a.observed
@@ -115,12 +134,6 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
             if doc.identity not in best or rank > best[doc.identity][0]:
                 best[doc.identity] = (rank, ev)
     return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
-
-
-def _code(log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCode:
-    docs = [(carrier_keys(unpack_hashes(d.words)), d.classes)
-            for d in log.documents_of(identity)]
-    return MessageCode(key, identity, docs, msg["word_rate"], msg["block"], msg["block_cut"])
 
 
 def _null(ev: Evidence) -> tuple[list[float], list[list[float]]]:
@@ -203,8 +216,8 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
     """One or several excerpts -> verdict. With several, each excerpt contributes the message it
     aligns best with, and a recipient's evidence is pooled over the excerpts of the messages
     they received."""
-    codes: dict[str, MessageCode] = {}
-    found = [_matches(words, log, keyring, codes) for words in excerpts]
+    derived = Derived()
+    found = [_matches(words, log, keyring, derived) for words in excerpts]
     info = [{"words": len(w), "messages_matched": len(f),
              "words_aligned": f[0].matched_words if f else 0,
              "bits_observed": len(f[0].bits) if f else 0} for w, f in zip(excerpts, found,
