@@ -212,11 +212,12 @@ def _score(evidence: Sequence[Evidence],
 
 
 def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring,
-           threshold: float = 1e-6) -> Report:
+           threshold: float = 1e-6, derived: Derived | None = None) -> Report:
     """One or several excerpts -> verdict. With several, each excerpt contributes the message it
     aligns best with, and a recipient's evidence is pooled over the excerpts of the messages
-    they received."""
-    derived = Derived()
+    they received. `derived` may carry what earlier decodes over the same log derived (many
+    decodes of one log: benchmarks, calibration)."""
+    derived = derived if derived is not None else Derived()
     found = [_matches(words, log, keyring, derived) for words in excerpts]
     info = [{"words": len(w), "messages_matched": len(f),
              "words_aligned": f[0].matched_words if f else 0,
