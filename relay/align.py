@@ -25,6 +25,20 @@ class Alignment:
     def matched(self) -> int:
         return sum(m is not None for m in self.mapping)
 
+    def longest_stretch(self, slack: int = 4) -> int:
+        """Aligned words in the longest stretch of the excerpt where aligned words follow each
+        other with at most `slack` unaligned words between them: the quoted passage of an
+        article or a thread, wherever it lies and whatever share of the text it is."""
+        best = run = 0
+        last: int | None = None
+        for k, m in enumerate(self.mapping):
+            if m is None:
+                continue
+            run = run + 1 if last is not None and k - last <= slack + 1 else 1
+            last = k
+            best = max(best, run)
+        return best
+
 
 def align(excerpt: Sequence[int], gaps: Sequence[int | None], doc: Sequence[int]) -> Alignment:
     """excerpt: word hashes; gaps[k]: observed bit after excerpt word k (None: unseen);

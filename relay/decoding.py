@@ -19,7 +19,9 @@ from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
 
 MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
-MIN_SHARE = 0.25  # ... nor is aligning under a quarter of the excerpt
+MIN_SHARE = 0.25  # ... nor is aligning under a quarter of the excerpt,
+MIN_STRETCH = 30  # unless one stretch of this many words aligns (a mail quoted in an article)
+FIT = 0.9  # documents of one message aligning with at least this share of the best one's words
 MAX_CANDIDATES = 10
 
 
@@ -102,13 +104,54 @@ class Derived:
         return self.codes[identity]
 
 
+@dataclass
+class _Fit:
+    doc: Any
+    alignment: Alignment
+    ckeys: list[bytes]
+
+
+def _found(a: Alignment, words: int) -> bool:
+    """Whether an alignment is evidence that the excerpt holds the logged text at all (which
+    says nothing of any recipient: it looks only at the words)."""
+    return (a.matched >= max(MIN_WORDS, int(MIN_SHARE * words))
+            or a.longest_stretch() >= MIN_STRETCH)
+
+
+def _reading(fits: Sequence[_Fit], code: MessageCode) -> list[tuple[bytes, int, int]]:
+    """The (carrier key, class, bit) the excerpt shows of one message. Of the documents it
+    fits (text/plain and its text/html alternative usually both do, word for word), the gaps
+    read are those that mean the same in every one: a gap is a carrier of the same class in
+    all of them. Which rendering was copied is not known, and choosing by the bits a rendering
+    reads, or by how a recipient scores, would bias the verdict: a plain line end joined by a
+    paste reads as a single space, which the HTML rendering would count as its carrier."""
+    best = max(fits, key=lambda f: f.alignment.matched)
+    meaning: dict[bytes, int] | None = None
+    for f in fits:
+        cls_of = {c: cls for c, cls in zip(f.ckeys, f.doc.classes, strict=False)}
+        meaning = cls_of if meaning is None else {
+            c: cls for c, cls in meaning.items() if cls_of.get(c) == cls}
+    assert meaning is not None
+    out = []
+    for g, bit in best.alignment.observed:
+        c, cls = best.ckeys[g], best.doc.classes[g]
+        if meaning.get(c) != cls:
+            continue
+        # a sentence carrier whose key is a word carrier elsewhere in the message would share
+        # its stream value with a block: left out, so carriers stay independent
+        if cls == WORD or (cls == SENTENCE and code.in_block(c) is None):
+            out.append((c, cls, bit))
+    return out
+
+
 def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
              derived: Derived) -> list[Evidence]:
-    """Every logged message this excerpt aligns with, best alignment per message."""
-    best: dict[str, tuple[tuple[int, int], Evidence]] = {}
+    """Every logged message this excerpt aligns with (most aligned words first), with what it
+    shows of each."""
+    fits: dict[str, list[_Fit]] = {}
+    codes: dict[str, MessageCode] = {}
     norms = [w.norm for w in words]
     gaps = settled_gaps(words)
-    need = max(MIN_WORDS, int(MIN_SHARE * len(words)))
     for key_id, key in keyring.keys:
         hashes = word_hashes(key, norms)
         for doc_id, _hits in log.find_documents(shingles(hashes)):
@@ -116,24 +159,21 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
             msg = log.message(doc.identity)
             if msg["key_id"] != key_id:
                 continue
-            doc_hashes = unpack_hashes(doc.words)
-            a: Alignment = align(hashes, gaps, doc_hashes)
-            if a.matched < need:
+            a: Alignment = align(hashes, gaps, unpack_hashes(doc.words))
+            if not _found(a, len(words)):
                 continue
-            ck = derived.carrier_keys(doc)
-            code = derived.code(log, doc.identity, key, msg)
-            # a sentence carrier whose key is a word carrier elsewhere in the message would
-            # share its stream value with a block: left out, so carriers stay independent
-            obs = [(g, b) for g, b in a.observed
-                   if doc.classes[g] == WORD
-                   or (doc.classes[g] == SENTENCE and code.in_block(ck[g]) is None)]
-            ev = Evidence(doc.identity, code, [ck[g] for g, _ in obs],
-                          [doc.classes[g] for g, _ in obs], [b for _, b in obs],
-                          a.matched, len(words))
-            rank = (a.matched, len(obs))
-            if doc.identity not in best or rank > best[doc.identity][0]:
-                best[doc.identity] = (rank, ev)
-    return [ev for _, ev in sorted(best.values(), key=lambda t: t[0], reverse=True)]
+            fits.setdefault(doc.identity, []).append(_Fit(doc, a, derived.carrier_keys(doc)))
+            codes[doc.identity] = derived.code(log, doc.identity, key, msg)
+    out = []
+    for identity, fs in fits.items():
+        most = max(f.alignment.matched for f in fs)
+        fitting = [f for f in fs if f.alignment.matched >= FIT * most]
+        read = _reading(fitting, codes[identity])
+        out.append(Evidence(identity, codes[identity], [c for c, _, _ in read],
+                            [cls for _, cls, _ in read], [b for _, _, b in read],
+                            most, len(words)))
+    out.sort(key=lambda ev: (ev.matched_words, len(ev.bits)), reverse=True)
+    return out
 
 
 def _null(ev: Evidence) -> tuple[list[float], list[list[float]]]:

@@ -574,3 +574,76 @@ def test_reported_probability_is_calibrated(n: int, trials: int) -> None:
     for a in (0.5, 0.2, 0.1, 0.05, 0.01, 0.001):
         count = sum(f <= a for f in fmps)
         assert _at_most(count, trials, a), (a, count, trials)
+
+
+# --- which rendering, where in the text ------------------------------------------------------
+
+
+def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence[str]
+                 ) -> tuple[Any, Any]:
+    """A text/plain (wrapped at 72) + text/html message fingerprinted by the relay's own
+    prepare and logged in a real store."""
+    import email.message
+
+    from relay.fingerprint import prepare
+    from relay.store import ACCEPTED, Store
+
+    m = email.message.EmailMessage()
+    m["Subject"] = "Licences"
+    m.set_content(reflow(text_paras))
+    m.add_alternative("".join(f"<p>{p}</p>\n" for p in text_paras), subtype="html")
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    store = Store(tmp_path / "relay.db")
+    store.record_message(**p.log_entry("boss@example.com"))
+    for r in recipients:
+        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+    return p, store
+
+
+def _body(copy: bytes, subtype: str) -> str:
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(copy, policy=email.policy.default)
+    return msg.get_body((subtype,)).get_content()
+
+
+def test_plain_excerpt_with_joined_lines_is_read_only_where_renderings_agree(
+        tmp_path: Path) -> None:
+    """A faithful plain excerpt whose line ends were joined by a paste aligns word for word with
+    the text/plain and the text/html rendering. The HTML has a carrier where the plain text had
+    a line end; reading it against the HTML counted the leaker's doubled HTML gaps there as
+    disagreements (7-11 in 100 words). Only gaps that are carriers in both are read."""
+    rcpts = staff(300)
+    p, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    rnd = random.Random(7)
+    for leaker in rcpts[:12]:
+        plain = _body(p.copy_for(leaker), "plain")
+        joined = re.sub(r"\s*\n\s*", " ", plain)
+        ex = excerpt_words(window(joined, rnd.randrange(n_words(joined) - 100), 100))
+        rep = decode([ex], store, RING, THRESHOLD)
+        top = rep.candidates[0]
+        assert top.recipient == leaker, rep.as_json()
+        assert top.bits_matching == top.bits_observed, rep.as_json()
+        assert rep.verdict == "identified"
+
+
+def test_mail_quoted_inside_a_long_article_is_found(tmp_path: Path) -> None:
+    """A faithful copy of the mail (about 480 words) inside an article of about 2,000 words of
+    commentary: under a quarter of the text aligns, but one long stretch does."""
+    rcpts = staff(300)
+    p, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    leaker = rcpts[123]
+    quoted = _body(p.copy_for(leaker), "plain")
+    commentary = [q for q in paragraphs("Apache-2.0")] + paragraphs("MPL-2.0")
+    before, after = reflow(commentary[:12]), reflow(commentary[12:30])
+    article = before + "\n" + quoted + "\n" + after
+    total, own = n_words(article), n_words(quoted)
+    assert own < 0.25 * total and total > 1800, (own, total)
+    rep = decode([excerpt_words(article)], store, RING, THRESHOLD)
+    assert rep.verdict == "identified", rep.as_json()["excerpts"]
+    assert rep.candidates[0].recipient == leaker
+    # the article alone, or with a short stretch of the mail, is still not this message
+    assert decode([excerpt_words(before + after)], store, RING, THRESHOLD).verdict == "no_match"
+    few = before + " " + window(quoted, 40, 12) + " " + after
+    assert decode([excerpt_words(few)], store, RING, THRESHOLD).verdict == "no_match"
