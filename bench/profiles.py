@@ -167,8 +167,8 @@ class MemLog:
         entry = p.log_entry(SENDER)
         documents, doc_shingles = entry.pop("documents"), entry.pop("doc_shingles")
         self.messages[p.identity] = entry
-        for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
-            self.docs.append(DocumentRow(len(self.docs), p.identity, part, kind, words, classes))
+        for doc, sh in zip(documents, doc_shingles, strict=True):
+            self.docs.append(DocumentRow(len(self.docs), p.identity, *doc))
             self.shingle_sets.append(set(sh))
 
     def set_recipients(self, n: int) -> None:

@@ -36,11 +36,22 @@ class Gap:
     cls: int  # NONE, SENTENCE or WORD
 
 
+# how a gap looked when the message arrived (Layout.arrived): one space, doubled (two spaces in
+# plain text, a no-break space and a space in either), or neither (a line end, a tab, markup)
+SINGLE, DOUBLED, OTHER = 0, 1, 2
+MARK_FORMS = ("  ", "\u00a0 ", " \u00a0")  # what a doubled gap of some earlier pass looks like
+
+
 @dataclass(frozen=True)
 class Layout:
     kind: str  # "plain" or "html"
     words: tuple[str, ...]  # normalised units
     gaps: tuple[Gap, ...]  # len(words) - 1 entries (cls NONE where no carrier)
+    # gaps that are not carriers but look like the doubled gap of an earlier pass (a copy
+    # forwarded or quoted back to all staff, a second filter): source spans every copy sets to
+    # one space, so no earlier recipient's marks travel on (carrier gaps get the copy's own)
+    marks: tuple[tuple[int, int], ...] = ()
+    arrived: bytes = b""  # per gap: SINGLE, DOUBLED or OTHER, as the message arrived
 
     def carriers(self) -> list[tuple[int, Gap]]:
         return [(i, g) for i, g in enumerate(self.gaps) if g.cls != NONE]
@@ -57,6 +68,8 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
     raw = [m.group() for m in matches]
     units = group_units(raw)
     gaps: list[Gap] = []
+    marks: list[tuple[int, int]] = []
+    arrived = bytearray()
     for k in range(len(units) - 1):
         left, right = units[k], units[k + 1]
         a, b = matches[left.last].end(), matches[right.first].start()
@@ -64,6 +77,7 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         ltok, rtok = raw[left.last], raw[right.first]
         ws = rendered[a:b]
         src_a = offsets[a]
+        arrived.append(_arrived(kind, ws))
         if (
             right.first == left.last + 1
             and ws in (" ", "  ")
@@ -80,7 +94,29 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         else:
             gaps.append(Gap(offsets[a] if offsets[a] >= 0 else 0,
                             offsets[a] if offsets[a] >= 0 else 0, NONE))
-    return Layout(kind, tuple(u.norm for u in units), tuple(gaps))
+            if (ws in MARK_FORMS and (kind == "plain" or ws != "  ")
+                    and right.first == left.last + 1 and offsets[a - 1] >= 0 and offsets[b] >= 0
+                    and not is_address_like(ltok) and not is_address_like(rtok)
+                    and not (is_numeric_group(ltok) and is_numeric_group(rtok))):
+                at = offsets[a - 1] + 1
+                m = _MARK_SOURCE.fullmatch(source, at, offsets[b])
+                if m and html.unescape(m.group("ws")) == ws:
+                    marks.append((m.start("ws"), m.end("ws")))
+    return Layout(kind, tuple(u.norm for u in units), tuple(gaps), tuple(marks), bytes(arrived))
+
+
+# between two words: tags, the whitespace itself (with entities), tags ("you&nbsp; <b>today")
+_MARK_SOURCE = re.compile(r"(?:<[^<>\n]*>)*(?P<ws>[^<\n]*)(?:<[^<>\n]*>)*")
+
+
+def _arrived(kind: str, ws: str) -> int:
+    """How a gap's whitespace (as rendered) shows a mark: in HTML a browser collapses plain
+    spaces, so only a no-break space makes a doubled gap there."""
+    if ws == " " or (kind == "html" and ws and ws.strip(" ") == ""):
+        return SINGLE
+    if ws in MARK_FORMS and (kind == "plain" or ws != "  "):
+        return DOUBLED
+    return OTHER
 
 
 QUOTED = re.compile(r"^[ \t]*>")

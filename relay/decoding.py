@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .align import Alignment, align
-from .carriers import SENTENCE, WORD
+from .carriers import DOUBLED, SENTENCE, SINGLE, WORD
 from .codes import MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
-from .keys import Keyring
+from .keys import KeyError_, Keyring
 from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
 
@@ -23,6 +23,7 @@ MIN_SHARE = 0.25  # ... nor is aligning under a quarter of the excerpt,
 MIN_STRETCH = 30  # unless one stretch of this many words aligns (a mail quoted in an article)
 FIT = 0.9  # documents of one message aligning with at least this share of the best one's words
 MAX_CANDIDATES = 10
+SEED_LEVEL = 1e-3  # a later message was made from a recipient's copy at or below this level
 
 
 class Log(Protocol):
@@ -69,6 +70,7 @@ class Report:
     excerpts: list[dict[str, Any]] = field(default_factory=list)
     recipients: int = 0
     threshold: float = 1e-6
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class Report:
             "excerpts": self.excerpts,
             "recipients_scored": self.recipients,
             "threshold": self.threshold,
+            "provenance": self.provenance,
         }
 
 
@@ -90,6 +93,9 @@ class Derived:
 
     ckeys: dict[int, list[bytes]] = field(default_factory=dict)  # document id -> keys
     codes: dict[str, MessageCode] = field(default_factory=dict)  # message identity -> code
+    # (later, earlier) message -> whose copy of the earlier the later was made from, and
+    # whether the later's arrival was logged
+    seeds: dict[tuple[str, str], tuple[str | None, bool]] = field(default_factory=dict)
 
     def carrier_keys(self, doc: Any) -> list[bytes]:
         if doc.id not in self.ckeys:
@@ -251,6 +257,80 @@ def _score(evidence: Sequence[Evidence],
             for r, (n, d, got) in per.items()]
 
 
+def _arrived_gaps(arrived: bytes) -> list[int | None]:
+    return [1 if a == DOUBLED else 0 if a == SINGLE else None for a in arrived]
+
+
+def _seed(log: Log, later: str, earlier: str, keyring: Keyring,
+          derived: Derived) -> tuple[str | None, bool]:
+    """Whose copy of `earlier` the later message `later` was made from (a forward, a quote, a
+    second filter): its text, as it arrived at the relay, read as an excerpt of `earlier`.
+    Returns (recipient or None, whether the arrival was logged at all)."""
+    m_earlier, m_later = log.message(earlier), log.message(later)
+    if m_earlier["key_id"] != m_later["key_id"]:
+        return None, False  # word hashes under different keys cannot be aligned
+    try:
+        key = keyring.get(m_earlier["key_id"])
+    except KeyError_:
+        return None, False
+    docs = log.documents_of(earlier)
+    code = derived.code(log, earlier, key, m_earlier)
+    best: tuple[float, str | None] = (1.0, None)
+    logged = False
+    for doc in log.documents_of(later):
+        if getattr(doc, "arrived", None) is None:
+            continue
+        logged = True
+        hashes, gaps = unpack_hashes(doc.words), _arrived_gaps(doc.arrived)
+        fits = []
+        for d in docs:
+            a = align(hashes, gaps, unpack_hashes(d.words))
+            if _found(a, len(hashes)):
+                fits.append(_Fit(d, a, derived.carrier_keys(d)))
+        if not fits:
+            continue
+        most = max(f.alignment.matched for f in fits)
+        read = _reading([f for f in fits if f.alignment.matched >= FIT * most], code)
+        ev = Evidence(earlier, code, [c for c, _, _ in read], [k for _, k, _ in read],
+                      [b for _, _, b in read], most, len(hashes))
+        rcpts = log.recipients(earlier)
+        if not ev.bits or not rcpts:
+            continue
+        d = {r: disagreements(code.bits(r, ev.ckeys, ev.classes), ev.bits) for r in rcpts}
+        top = min(d.values())
+        who = [r for r, v in d.items() if v == top]
+        if len(who) != 1:
+            continue  # nobody's copy stands out
+        rates, pmfs = _null(ev)
+        fmp = family_wise(p_at_most(rates, top, pmfs), len(rcpts))
+        if fmp <= SEED_LEVEL and fmp < best[0]:
+            best = (fmp, who[0])
+    return best[1], logged
+
+
+def _provenance(log: Log, keyring: Keyring, derived: Derived, main: str,
+                identities: Sequence[str]) -> list[dict[str, Any]]:
+    """For every pair of messages the excerpt aligns with, the later one sent again text of the
+    earlier one: who sent it, and from whose copy of the earlier one it was made (when its
+    arrival was logged and shows it; else its sender, when that was a recipient of the earlier
+    one). That recipient's copy is an explained source of the text, not evidence of a leak."""
+    out = []
+    ids = sorted(set(identities) | {main}, key=lambda i: log.message(i).get("created_at") or 0)
+    for j, later in enumerate(ids):
+        for earlier in ids[:j]:
+            if (later, earlier) not in derived.seeds:
+                derived.seeds[later, earlier] = _seed(log, later, earlier, keyring, derived)
+            seed, logged = derived.seeds[later, earlier]
+            sender = log.message(later).get("sender")
+            if seed is None and not logged and sender is not None and sender.lower() in {
+                    r.lower() for r in log.recipients(earlier)}:
+                seed = sender
+            out.append({"message": _meta(log, later), "sender": sender,
+                        "contains": _meta(log, earlier), "from_copy_of": seed,
+                        "earlier_identity": earlier})
+    return out
+
+
 def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring,
            threshold: float = 1e-6, derived: Derived | None = None) -> Report:
     """One or several excerpts -> verdict. With several, each excerpt contributes the message it
@@ -294,4 +374,15 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
         c.false_match_probability = family_wise(c.p_value, total)
     verdict = ("identified" if cands and cands[0].false_match_probability <= threshold
                else "inconclusive")
-    return Report(verdict, _meta(log, main), cands, others, info, total, threshold)
+    ids = list(dict.fromkeys(ev.identity for f in found for ev in f))
+    provenance = _provenance(log, keyring, derived, main, ids) if len(ids) > 1 else []
+    for prov in provenance:
+        # the named recipient's copy of this message was sent on to all staff: the marks may
+        # have travelled through that message's copies, so they do not show a leak
+        earlier = prov.pop("earlier_identity")
+        prov["explains_top_candidate"] = bool(
+            cands and earlier == main
+            and (prov["from_copy_of"] or "").lower() == cands[0].recipient.lower())
+        if prov["explains_top_candidate"]:
+            verdict = "inconclusive"
+    return Report(verdict, _meta(log, main), cands, others, info, total, threshold, provenance)

@@ -40,6 +40,7 @@ class Document:
     kind: str
     hashes: tuple[int, ...]
     classes: bytes  # per gap: carriers.NONE / SENTENCE / WORD
+    arrived: bytes = b""  # per gap: carriers.SINGLE / DOUBLED / OTHER, as the message arrived
 
     @property
     def words_blob(self) -> bytes:
@@ -62,6 +63,7 @@ class Prepared:
     skipped: list[str]
     _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
+    _marks: list[list[tuple[int, int, str]]] = field(repr=False, default_factory=list)
     _ckeys: list[bytes] = field(repr=False, default_factory=list)
     _classes: list[int] = field(repr=False, default_factory=list)
     _code: MessageCode | None = field(repr=False, default=None)
@@ -76,7 +78,8 @@ class Prepared:
             "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
             "block": self.block, "block_cut": self.block_cut, "sender": sender,
             "size": len(self.raw), **self.meta,
-            "documents": [(d.part, d.kind, d.words_blob, d.classes) for d in self.documents],
+            "documents": [(d.part, d.kind, d.words_blob, d.classes, d.arrived)
+                          for d in self.documents],
             "doc_shingles": [d.shingles() for d in self.documents],
         }
 
@@ -85,16 +88,17 @@ class Prepared:
         return self._code.bits(recipient, self._ckeys, self._classes)
 
     def copy_for(self, recipient: str) -> bytes:
-        """The recipient's copy: the original bytes with its carrier gaps set to its code."""
-        if not self._ckeys:
+        """The recipient's copy: the original bytes with its carrier gaps set to its code (and
+        the doubled gaps of an earlier pass that are not carriers set to one space)."""
+        if not self._parts:
             return self.raw
         return self._render(self.bits_for(recipient))
 
     def _render(self, bits: Sequence[int]) -> bytes:
         edits: dict[str, list[tuple[int, int, str]]] = {}
         j = 0
-        for part, gaps in zip(self._parts, self._gaps, strict=True):
-            out: list[tuple[int, int, str]] = []
+        for part, gaps, marks in zip(self._parts, self._gaps, self._marks, strict=True):
+            out: list[tuple[int, int, str]] = list(marks)
             for _, g in gaps:
                 b = bits[j]
                 j += 1
@@ -105,6 +109,8 @@ class Prepared:
                 if part.text[g.start:g.end] != new:
                     out.append((g.start, g.end, new))
             if out:
+                if marks:
+                    out.sort()
                 edits[part.path] = out
         return mime.render(self.raw, self._parts, edits)
 
@@ -175,21 +181,32 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
         gaps = [(i, g) for i, g in layout.carriers() if bias(g.cls, word_rate) > 0]
         if part.cte in ("7bit", "8bit", "binary"):
             gaps = _fit_lines(part, gaps)
-        if not gaps:
+        marks = [(a, b, " ") for a, b in layout.marks]
+        if not gaps and not marks:
             continue
         # the worst case (every carrier doubled) must render, or the part is left alone
         worst = [(g.start, g.end, NBSP_HTML if part.subtype == "html" else "  ")
                  for _, g in gaps]
         try:
-            mime.render(raw, [part], {part.path: worst})
+            mime.render(raw, [part], {part.path: sorted(worst + marks)})
         except mime.UnsafeEdit as e:
-            p.skipped.append(f"part {part.path or '1'}: {e}")
-            continue
-        kept = {i for i, _ in gaps}
-        classes = bytes(g.cls if i in kept else NONE for i, g in enumerate(layout.gaps))
-        p.documents.append(Document(part.path, part.subtype, tuple(hashes), classes))
+            try:  # the earlier pass's marks stay rather than lose the part's carriers
+                if not (gaps and marks):
+                    raise
+                mime.render(raw, [part], {part.path: worst})
+                marks = []
+            except mime.UnsafeEdit:
+                p.skipped.append(f"part {part.path or '1'}: {e}")
+                continue
         p._parts.append(part)
         p._gaps.append(gaps)
+        p._marks.append(marks)
+        if not gaps:
+            continue  # nothing to sign; the part only sheds an earlier pass's marks
+        kept = {i for i, _ in gaps}
+        classes = bytes(g.cls if i in kept else NONE for i, g in enumerate(layout.gaps))
+        p.documents.append(Document(part.path, part.subtype, tuple(hashes), classes,
+                                    layout.arrived))
         p._ckeys.extend(ckeys[i] for i, _ in gaps)
         p._classes.extend(g.cls for _, g in gaps)
         docs.append((ckeys, classes))

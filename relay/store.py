@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -94,6 +95,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: how each gap looked when the message arrived (carriers.SINGLE / DOUBLED / OTHER), so
+    # a decode can tell whose copy of an earlier message a later one was made from (a forward
+    # to all staff); NULL for messages logged before
+    """
+    ALTER TABLE documents ADD COLUMN arrived BLOB;
+    """,
 ]
 
 
@@ -105,6 +112,7 @@ class DocumentRow:
     kind: str
     words: bytes
     classes: bytes
+    arrived: bytes | None = None  # per gap, as the message arrived (None: logged before)
 
 
 def _secure_create(path: Path) -> None:
@@ -159,9 +167,10 @@ class Store:
     def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
                        block_cut: int, sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
-                       size: int, documents: Sequence[tuple[str, str, bytes, bytes]],
+                       size: int, documents: Sequence[tuple[Any, ...]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
-        """Log a fingerprinted message once (a retry finds it already there)."""
+        """Log a fingerprinted message once (a retry finds it already there). `documents`:
+        (part, kind, words, classes[, arrived]) per text part."""
         try:
             with self.db.conn:
                 self.db.conn.execute("BEGIN IMMEDIATE")
@@ -175,10 +184,12 @@ class Store:
                     "message_id": message_id, "subject": subject, "date": date, "size": size,
                     "carriers": carriers, "created_at": time.time(),
                 })
-                for (part, kind, words, classes), sh in zip(documents, doc_shingles, strict=True):
+                for doc, sh in zip(documents, doc_shingles, strict=True):
+                    part, kind, words, classes, *rest = doc
                     cur = self.db.conn.execute(
-                        "INSERT INTO documents (identity, part, kind, words, classes) "
-                        "VALUES (?, ?, ?, ?, ?)", [identity, part, kind, words, classes])
+                        "INSERT INTO documents (identity, part, kind, words, classes, arrived) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [identity, part, kind, words, classes, rest[0] if rest else None])
                     doc_id = cur.lastrowid
                     self.db.conn.executemany(
                         "INSERT OR IGNORE INTO shingles (hash, doc_id) VALUES (?, ?)",
@@ -334,13 +345,14 @@ class Store:
         return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
 
     def document(self, doc_id: int) -> DocumentRow:
-        row = self.db.execute("SELECT id, identity, part, kind, words, classes FROM documents "
-                              "WHERE id = ?", [doc_id]).fetchone()
+        row = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
+                              "FROM documents WHERE id = ?", [doc_id]).fetchone()
         return DocumentRow(*row)
 
     def documents_of(self, identity: str) -> list[DocumentRow]:
-        rows = self.db.execute("SELECT id, identity, part, kind, words, classes FROM documents "
-                               "WHERE identity = ? ORDER BY id", [identity]).fetchall()
+        rows = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
+                               "FROM documents WHERE identity = ? ORDER BY id",
+                               [identity]).fetchall()
         return [DocumentRow(*r) for r in rows]
 
     def message(self, identity: str) -> dict:

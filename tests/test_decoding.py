@@ -647,3 +647,105 @@ def test_mail_quoted_inside_a_long_article_is_found(tmp_path: Path) -> None:
     assert decode([excerpt_words(before + after)], store, RING, THRESHOLD).verdict == "no_match"
     few = before + " " + window(quoted, 40, 12) + " " + after
     assert decode([excerpt_words(few)], store, RING, THRESHOLD).verdict == "no_match"
+
+
+# --- text that reached all staff twice -------------------------------------------------------
+
+
+def _pasted(html_body: str) -> str:
+    """What a reader copies out of rendered HTML: tags gone (block ends as line breaks),
+    entities decoded, runs of ASCII whitespace collapsed, U+00A0 kept."""
+    import html as html_mod
+
+    t = re.sub(r"(?i)<br\s*/?>|</(?:p|div)>", "\n", html_body)
+    t = html_mod.unescape(re.sub(r"<[^>]+>", "", t))
+    return "\n".join(re.sub(r"[ \t\r\f]+", " ", ln).strip(" ") for ln in t.split("\n"))
+
+
+def _forward(x_copy: bytes, forwarder: str) -> bytes:
+    """X forwards their copy inline to all staff, as Outlook does: a header block, then the
+    original text and HTML (not quoted, not in a quote element), whitespace untouched."""
+    import email.message
+
+    plain, body = _body(x_copy, "plain"), _body(x_copy, "html")
+    head = "From: The Boss\nSent: Monday\nTo: All Staff\nSubject: Licences\n\n"
+    m = email.message.EmailMessage()
+    m["Subject"] = "Fwd: Licences"
+    m["From"] = forwarder
+    m.set_content("FYI, see below.\n\n" + head + plain)
+    m.add_alternative("<div>FYI, see below.</div><div><b>From:</b> The Boss<br>"
+                      "<b>Sent:</b> Monday</div>" + body, subtype="html")
+    return m.as_bytes()
+
+
+def test_forwarded_copy_never_names_the_forwarder(tmp_path: Path) -> None:
+    """Recipient X forwards their copy to all staff; Y leaks their copy of the forward. The
+    forward's copies shed X's doubled gaps, so Y is named through the forward and X never as
+    the leaker of the first message; the report tells where the text travelled."""
+    from relay.fingerprint import prepare
+    from relay.store import ACCEPTED
+
+    rcpts = staff(200)
+    first, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    rnd = random.Random(11)
+    named = 0
+    for trial in range(6):
+        x = rcpts[trial]
+        derived = Derived()
+        fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+        store.record_message(**fwd.log_entry(x))
+        for r in rcpts:
+            store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
+        for y in rnd.sample([r for r in rcpts if r != x], 3):
+            copy = fwd.copy_for(y)
+            for text in (_pasted(_body(copy, "html")), _body(copy, "plain")):
+                joined = re.sub(r"\s*\n\s*", " ", text)
+                start = rnd.randrange(20, n_words(joined) - 100)
+                rep = decode([excerpt_words(window(joined, start, 100))], store, RING,
+                             THRESHOLD, derived)
+                top = rep.candidates[0]
+                assert not (rep.verdict == "identified" and top.recipient == x), rep.as_json()
+                assert rep.verdict != "identified" or top.recipient == y, rep.as_json()
+                named += rep.verdict == "identified"
+                assert any(p["from_copy_of"] == x and p["sender"] == x
+                           for p in rep.provenance), rep.provenance
+    assert named >= 30, named  # of 36 pastes
+
+
+def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
+    """X forwarded their copy to all staff, and the leak shows X's copy: the text may have
+    travelled through that forward (X's sent mail, an archive, a forward made by an older
+    relay that kept X's marks), so X is not named; the report says why."""
+    from relay.fingerprint import prepare
+    from relay.store import ACCEPTED
+
+    rcpts = staff(200)
+    first, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    x = rcpts[5]
+    leak = excerpt_words(window(_body(first.copy_for(x), "plain"), 30, 120))
+    before = decode([leak], store, RING, THRESHOLD)
+    assert before.verdict == "identified" and before.candidates[0].recipient == x
+    assert before.provenance == []
+    fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+    store.record_message(**fwd.log_entry(x))
+    for r in rcpts:
+        store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
+    rep = decode([leak], store, RING, THRESHOLD)
+    assert rep.candidates[0].recipient == x
+    assert rep.verdict == "inconclusive", rep.as_json()
+    (prov,) = rep.provenance
+    assert prov["from_copy_of"] == x and prov["explains_top_candidate"]
+    assert prov["message"]["subject"] == "Fwd: Licences"
+    assert prov["contains"]["subject"] == "Licences"
+    # the forwarder is found from the forward's own whitespace as it arrived, whoever sent it
+    store2_dir = tmp_path / "other"
+    store2_dir.mkdir()
+    first2, store2 = _alternative(store2_dir, paragraphs("GPL-3")[5:12], rcpts)
+    relayed = prepare(_forward(first2.copy_for(x), "assistant@example.com"),
+                      "assistant@example.com", "k1", K1, RATE)
+    store2.record_message(**relayed.log_entry("assistant@example.com"))
+    leak2 = excerpt_words(window(_body(first2.copy_for(x), "plain"), 30, 120))
+    rep2 = decode([leak2], store2, RING, THRESHOLD)
+    assert rep2.verdict == "inconclusive" and rep2.candidates[0].recipient == x
+    assert rep2.provenance[0]["from_copy_of"] == x
+    assert rep2.provenance[0]["sender"] == "assistant@example.com"

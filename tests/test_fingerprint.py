@@ -182,3 +182,47 @@ def test_unparsable_header_still_fingerprints() -> None:
     p = prepare(raw, "boss@example.com", "k1", KEY, 0.5)
     assert p.meta == {"message_id": None, "subject": None, "date": None}
     assert p.carriers > 0
+
+
+def _text_of(raw: bytes, subtype: str) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    return msg.get_body((subtype,)).get_content()
+
+
+def _forward_of(copy: bytes) -> bytes:
+    """Recipient X forwards their copy to all staff inline (Outlook's shape: a header block,
+    then the original text and HTML, whitespace untouched)."""
+    m = EmailMessage()
+    m["From"] = "x@example.com"
+    m["To"] = "all-staff@example.com"
+    m["Subject"] = "FW: Quarterly plans"
+    m.set_content("FYI.\n\nFrom: The Boss\nSent: Monday\n\n" + _text_of(copy, "plain"),
+                  cte="quoted-printable")
+    m.add_alternative("<html><body><div>FYI.</div><div><b>From:</b> The Boss</div>"
+                      + _text_of(copy, "html") + "</body></html>", subtype="html", cte="base64")
+    return m.as_bytes()
+
+
+@pytest.mark.parametrize("subtype", ["plain", "html"])
+def test_second_pass_sheds_the_first_pass_marks(subtype: str) -> None:
+    """X's copy forwarded to all staff and fingerprinted again: each new copy doubles only the
+    word gaps its own code doubles (at most one in six of the rendering), none of X's."""
+    from relay.carriers import DOUBLED, NONE, WORD, analyse_html, analyse_plain
+
+    analyse = analyse_html if subtype == "html" else analyse_plain
+    first = prepare(build(prose()), "boss@example.com", "k1", KEY, 1 / 6)
+    x_copy = first.copy_for("x@example.com")
+    clean = analyse(_text_of(_forward_of(first.raw), subtype))  # the forward, unmarked
+    x_marks = analyse(_text_of(_forward_of(x_copy), subtype))
+    word_gaps = [i for i, g in enumerate(clean.gaps) if g.cls == WORD]
+    assert x_marks.words == clean.words
+    assert sum(x_marks.arrived[i] == DOUBLED for i in word_gaps) >= len(word_gaps) // 7
+    fwd = prepare(_forward_of(x_copy), "x@example.com", "k1", KEY, 1 / 6)
+    for y in ("y@example.com", "z@example.com", "x@example.com"):
+        seen = analyse(_text_of(fwd.copy_for(y), subtype))
+        assert seen.words == clean.words
+        doubled = [i for i, a in enumerate(seen.arrived) if a == DOUBLED]
+        # never where the forward has no carrier: no earlier mark travels on
+        assert not [i for i in doubled if clean.gaps[i].cls == NONE], subtype
+        share = sum(i in word_gaps for i in doubled) / len(word_gaps)
+        assert 0.1 < share <= 1 / 6, share
