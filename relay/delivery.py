@@ -53,7 +53,7 @@ from . import dsn
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
 from .keys import KeyError_, Keyring
-from .policy import addressed_to_list, expand, is_all_staff
+from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
 from .store import ACCEPTED, PERMFAIL, TEMPFAIL, Store, StoreError
 
 if TYPE_CHECKING:
@@ -416,6 +416,11 @@ class Deliverer:
         try:
             if self._unrecorded_copies or self._unrecorded_deliveries:
                 await self._flush_unrecorded()
+            for addr in unexpanded_lists(txn.rcpts, self.cfg, self.members):
+                log.warning("%s list address <%s> arrived unexpanded: its members will all get "
+                            "the same copy; expand it in the MTA before the relay "
+                            "(virtual_alias_maps) or give it a [policy.members] file",
+                            txn.qid, addr)
             rcpts = expand(txn.rcpts, self.members)
             txn.copies = len(rcpts)
             fp = (is_all_staff(txn.data, rcpts, self.cfg)
