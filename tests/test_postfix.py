@@ -75,7 +75,7 @@ class Stack:
         self.postfix = Postfix(self.sink.port, self.recipe, virtual=VIRTUAL)
         relay_dir = base / "relay"
         relay_dir.mkdir()
-        self.metrics_port = None  # TEMP
+        self.metrics_port = free_port()
         self.relay = RelayProcess(relay_dir, self.postfix.filter_port,
                                   self.postfix.reinject_port, metrics_port=self.metrics_port)
 
