@@ -158,6 +158,10 @@ def purge(store: Store, before: float) -> Purged:
             deliveries = db.execute("DELETE FROM deliveries WHERE updated_at < ?",
                                     [before]).rowcount
             db.execute("DELETE FROM purge_ids")
+        if old or deliveries:
+            # the write-ahead log still holds the old pages: fold it in and empty it (best
+            # effort: a reader in the middle of a transaction keeps it until the next purge)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as e:
         raise StoreError(f"{store.path}: cannot purge: {e}") from None
     return Purged([(iso(r[1]), r[2], r[3]) for r in old], copies, deliveries)
