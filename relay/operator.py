@@ -324,6 +324,17 @@ def _greeting(host: str, port: int) -> str:
     return ""
 
 
+def _health(host: str, port: int) -> str:
+    """The first line of a relay's /health answer on host:port, or ''."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), 3) as s:
+        s.settimeout(3)
+        s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        data = s.recv(512).decode("latin-1", "replace")
+        if data.startswith("HTTP/") and data.rstrip().endswith(("ok", "stopping")):
+            return data.splitlines()[0]
+    return ""
+
+
 def check_listen(what: str, host: str, port: int, hostname: str | None = None) -> Finding:
     if port == 0:
         return Finding(OK, what, f"{host}:0: a port chosen at start")
@@ -337,8 +348,8 @@ def check_listen(what: str, host: str, port: int, hostname: str | None = None) -
         try:
             s.bind(addr)
         except OSError as e:
-            greet = _greeting(host, port) if hostname else ""
-            if hostname and greet.startswith(f"220 {hostname} "):
+            greet = _greeting(host, port) if hostname else _health(host, port)
+            if greet.startswith(f"220 {hostname} ") or greet.startswith("HTTP/"):
                 return Finding(OK, what, f"{host}:{port}: in use by a running relay "
                                f"({greet[:80]})")
             return Finding(PROBLEM, what, f"{host}:{port}: cannot listen: {e.strerror}"

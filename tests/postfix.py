@@ -189,7 +189,7 @@ class RelayProcess:
             f'[listen]\nhost = "127.0.0.1"\nport = {self.port}\nhostname = "relay.test"\n'
             f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\n'
             f"concurrency = {concurrency}\ntimeout = 10\n"
-            '[policy]\nlists = ["all-staff@example.com"]\n'
+            '[policy]\nlists = ["all-staff@example.com", "announce@example.com"]\n'
             '[store]\npath = "var/relay.db"\n[signature]\nkey_file = "var/relay.key"\n'
             + metrics)
 
@@ -224,6 +224,12 @@ class RelayProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`relay ARGS --config` this relay's config, as the admin runs it beside it."""
+        return subprocess.run([sys.executable, "-m", "relay", *args, "--config",
+                               str(self.config)], capture_output=True, text=True, timeout=60,
+                              cwd=self.workdir, env=child_env())
 
     def accepted(self) -> int:
         """Copies the relay's database holds as accepted (read-only, beside the writer)."""
