@@ -113,7 +113,7 @@ def render_messages(rows: list[MessageRow]) -> str:
         out.append(f"{r.logged}  {sender}  {r.subject or '(no subject)'}\n"
                    f"    Message-ID {r.message_id or '(none)'}  Date {r.date or '(none)'}  "
                    f"identity {r.identity}\n"
-                   f"    {r.recipients} recipients: {r.delivered} delivered, {r.pending} pending,"
+                   f"    {r.recipients} recipient(s): {r.delivered} delivered, {r.pending} pending,"
                    f" {r.failed} failed\n")
     return "".join(out)
 
