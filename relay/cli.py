@@ -1,4 +1,5 @@
-"""Command line: `relay serve`, `relay decode`, `relay rotate-key`.
+"""Command line: `relay serve`, `relay decode`, `relay rotate-key`; the operator commands
+`relay messages`, `relay purge`, `relay check` (relay.operator).
 
 User-caused problems print one line on stderr and exit 2 (usage, config, missing input) or 1
 (cannot run: database unreadable, OCR engine missing). Never a traceback for those.
@@ -52,7 +53,24 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rotate-key", help="append a new signing key (old keys still decode)")
     r.add_argument("--config", type=Path)
+    _operator_parsers(sub)
     return p
+
+
+def _operator_parsers(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("messages", help="the logged all-staff messages, newest first")
+    m.add_argument("--config", type=Path)
+    m.add_argument("--since", metavar="DATE", help="only messages logged since DATE "
+                   "(YYYY-MM-DD or ISO 8601 date-time, UTC unless a zone is given)")
+    m.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    g = sub.add_parser("purge", help="delete log entries older than DATE (no longer decodable)")
+    g.add_argument("--config", type=Path)
+    g.add_argument("--before", metavar="DATE", required=True)
+    c = sub.add_parser("check", help="check config, key, database, ports and upstream")
+    c.add_argument("--config", type=Path)
+    c.add_argument("--no-upstream", action="store_true",
+                   help="skip the upstream EHLO probe (systemd ExecStartPre before the MTA)")
+    c.add_argument("--json", action="store_true", help="the findings as one JSON array")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -186,10 +204,54 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(value: str, flag: str, command: str) -> float:
+    from .operator import parse_date
+
+    ts = parse_date(value)
+    if ts is None:
+        raise UsageError(f"relay {command}: {flag}: {value!r} is not a date "
+                         "(YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC unless a zone is given)")
+    return ts
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    from . import operator
+
+    since = _date(args.since, "--since", "messages") if args.since else None
+    rows = operator.list_messages(_load(args).db_path, since)
+    if args.json:
+        print(json.dumps(operator.messages_json(rows), ensure_ascii=False))
+    else:
+        sys.stdout.write(operator.render_messages(rows))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from . import operator
+
+    before = _date(args.before, "--before", "purge")
+    sys.stdout.write(operator.render_purged(operator.purge_cli(_load(args), before), before))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from . import operator
+
+    findings = operator.check(_load(args), upstream=not args.no_upstream)
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], ensure_ascii=False))
+    else:
+        sys.stdout.write(operator.render_findings(findings))
+    return 1 if any(f.level == operator.PROBLEM for f in findings) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"serve": cmd_serve, "decode": cmd_decode, "rotate-key": cmd_rotate}[
+        return {"serve": cmd_serve, "decode": cmd_decode, "rotate-key": cmd_rotate,
+                "messages": cmd_messages, "purge": cmd_purge, "check": cmd_check}[
             args.command](args)
     except (UsageError, ConfigError) as e:
         print(str(e) if str(e).startswith("relay") else f"relay: {e}", file=sys.stderr)

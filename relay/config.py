@@ -56,6 +56,8 @@ class Config:
     members: dict[str, Path] = field(default_factory=dict)  # list address -> members file
 
     db_path: Path = Path("var/relay.db")
+    keep_days: int = 730  # retention of the log; 0 = keep everything (relay.operator)
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen: Prometheus + health
     key_file: Path = Path("var/relay.key")
     profile: str = "standard"
 
@@ -92,7 +94,7 @@ class _Reader:
         self.data = data
         self.source = source
         self.base = base
-        known = {"listen", "upstream", "policy", "store", "signature", "decode"}
+        known = {"listen", "upstream", "policy", "store", "signature", "decode", "metrics"}
         for k in data:
             if k not in known:
                 self.fail(k, f"unknown section (known: {', '.join(sorted(known))})")
@@ -162,7 +164,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
                             "max_recipients", "timeout", "tls_cert", "tls_key", "auth_file"})
     r.check_keys("upstream", {"host", "port", "concurrency", "timeout", "fanout_budget"})
     r.check_keys("policy", {"lists", "min_recipients", "members"})
-    r.check_keys("store", {"path"})
+    r.check_keys("store", {"path", "keep_days"})
+    r.check_keys("metrics", {"listen"})
     r.check_keys("signature", {"key_file", "profile"})
     r.check_keys("decode", {"threshold", "ocr_languages"})
 
@@ -196,6 +199,9 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         p = Path(file).expanduser()
         members[addr.strip().lower()] = p if p.is_absolute() else r.base / p
 
+    metrics_raw = r.get("metrics", "listen", str, None)
+    metrics_listen = (None if metrics_raw is None
+                      else parse_hostport(metrics_raw, f"{source}: metrics.listen"))
     profile = r.get("signature", "profile", str, d.profile)
     if profile not in PROFILES:
         r.fail("signature.profile", f"{profile!r} is not one of {', '.join(PROFILES)}")
@@ -231,6 +237,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         min_recipients=positive("policy", "min_recipients", int, d.min_recipients, 0),
         members=members,
         db_path=r.path("store", "path", d.db_path) or d.db_path,
+        keep_days=positive("store", "keep_days", int, d.keep_days, 0),
+        metrics_listen=metrics_listen,
         key_file=r.path("signature", "key_file", d.key_file) or d.key_file,
         profile=profile,
         threshold=threshold,

@@ -53,7 +53,8 @@ from . import dsn
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
 from .keys import KeyError_, Keyring
-from .policy import addressed_to_list, expand, is_all_staff
+from .metrics import Metrics
+from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
 from .store import ACCEPTED, PERMFAIL, TEMPFAIL, Store, StoreError
 
 if TYPE_CHECKING:
@@ -351,6 +352,7 @@ class Deliverer:
         self._unrecorded_copies: dict[str, dict[str, tuple[str, Outcome]]] = {}
         self._unrecorded_deliveries: dict[str, dict[str, tuple[str, Outcome]]] = {}
         self.jobs: set[asyncio.Task[str]] = set()
+        self.metrics = Metrics()  # counted always, served when [metrics] listen is set
 
     def begin_shutdown(self) -> None:
         """No new copies from now on; every open DATA is answered within STOP_REPLY_WINDOW."""
@@ -397,10 +399,14 @@ class Deliverer:
             log.info("%s finished after the reply: %s", txn.qid, job.result())
 
     def _log(self, txn: Transaction, reply: str) -> None:
-        # one line per transaction: never subjects, never whether or how copies are signed
-        log.info("%s from=<%s> rcpts=%d transactions=%d size=%d result=%s",
-                 txn.qid, wire_sender(txn.sender), len(txn.rcpts), txn.copies,
-                 len(txn.data), reply)
+        # one line per transaction: never subjects, never whether or how copies are signed;
+        # identity: the first 16 hex digits of the message identity (the same for every batch
+        # and retry of one message); time: seconds from the end of DATA to this reply
+        seconds = (datetime.now(UTC) - txn.arrived).total_seconds()
+        log.info("%s from=<%s> rcpts=%d transactions=%d size=%d identity=%s time=%.3f "
+                 "result=%s", txn.qid, wire_sender(txn.sender), len(txn.rcpts), txn.copies,
+                 len(txn.data), (txn.identity or "-")[:16], seconds, reply)
+        self.metrics.transaction(txn.fingerprinted, reply, seconds)
 
     async def _flush_unrecorded(self) -> None:
         """Write outcomes the database refused earlier (only final ones are kept, so writing
@@ -416,6 +422,11 @@ class Deliverer:
         try:
             if self._unrecorded_copies or self._unrecorded_deliveries:
                 await self._flush_unrecorded()
+            for addr in unexpanded_lists(txn.rcpts, self.cfg, self.members):
+                log.warning("%s list address <%s> arrived unexpanded: its members will all get "
+                            "the same copy; expand it in the MTA before the relay "
+                            "(virtual_alias_maps) or give it a [policy.members] file",
+                            txn.qid, addr)
             rcpts = expand(txn.rcpts, self.members)
             txn.copies = len(rcpts)
             fp = (is_all_staff(txn.data, rcpts, self.cfg)
@@ -571,6 +582,7 @@ class Deliverer:
                         continue
                 out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
                 results[rcpt] = out
+                self.metrics.copy(out.state)
                 pending = loop.create_task(
                     record(rcpt, out, self.store.submit_copy(identity, rcpt, out)))
                 records.append(pending)
@@ -620,6 +632,8 @@ class Deliverer:
                 if out.state == PERMFAIL:
                     log.warning("%s delivery status notification refused: %s", txn.qid,
                                 out.reply)
+                else:
+                    self.metrics.dsn()
                 try:
                     await self.store.call("set_notice_state", identity, out.state, out.reply)
                 except StoreError as e:

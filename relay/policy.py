@@ -254,6 +254,16 @@ def addressed_to_list(envelope_rcpts: Sequence[str], cfg: Config) -> bool:
     return any(r.lower() in lists for r in envelope_rcpts)
 
 
+def unexpanded_lists(envelope_rcpts: Sequence[str], cfg: Config,
+                     members: Mapping[str, Sequence[str]]) -> list[str]:
+    """List addresses of `[policy] lists` that arrived as envelope recipients although the
+    relay has no members file for them: the MTA did not expand the list before the relay
+    (an aliases(5) list, expanded by local delivery after the filter), so every member will get
+    the same copy."""
+    lists = {a.lower() for a in cfg.lists}
+    return [r for r in envelope_rcpts if r.lower() in lists and r.lower() not in members]
+
+
 def parse_members(text: str, source: str) -> tuple[str, ...]:
     """One address per line, `#` starts a comment; duplicates (case-insensitive) dropped."""
     out: list[str] = []

@@ -24,6 +24,7 @@ it takes (relay.policy), then hands the message to relay.delivery and answers wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -37,7 +38,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from . import keys
+from . import keys, sdnotify
 from .config import Config, ConfigError
 from .delivery import AsyncStore, Deliverer, Transaction, UpstreamPool
 from .policy import (
@@ -255,6 +256,8 @@ class Relay:
         self.handler: Handler | None = None
         self.authenticator: Authenticator | None = None
         self.port = 0
+        self.metrics_server: asyncio.base_events.Server | None = None
+        self.retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -295,6 +298,30 @@ class Relay:
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("listening on %s:%d, upstream %s:%d, %d connection(s)", cfg.listen_host,
                  self.port, cfg.upstream_host, cfg.upstream_port, cfg.concurrency)
+        await self.start_operations()
+
+    async def start_operations(self) -> None:
+        """The metrics endpoint ([metrics] listen) and the daily retention purge ([store]
+        keep_days), both beside the SMTP service: neither delays it."""
+        from .metrics import serve_http
+        from .operator import retention_loop
+
+        cfg, deliverer, store = self.cfg, self.deliverer, self.store
+        assert deliverer is not None and store is not None
+        if cfg.metrics_listen is not None:
+            try:
+                self.metrics_server = await serve_http(
+                    *cfg.metrics_listen, deliverer.metrics,
+                    lambda: bool(self.server and self.server.is_serving()
+                                 and not deliverer.stopping))
+            except OSError as e:
+                await self.stop(grace=0)
+                raise ConfigError(f"{cfg.source}: metrics.listen: cannot listen on "
+                                  f"{cfg.metrics_listen[0]}:{cfg.metrics_listen[1]}: "
+                                  f"{e.strerror or e}") from None
+        if cfg.keep_days > 0:
+            self.retention = asyncio.get_running_loop().create_task(
+                retention_loop(store, cfg.keep_days))
 
     def reload(self) -> None:
         """SIGHUP: re-read the members files (a bad file keeps the old lists)."""
@@ -333,6 +360,12 @@ class Relay:
         log.info("stopped")
 
     async def close_backends(self) -> None:
+        if self.retention is not None:
+            self.retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.retention
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         if self.pool is not None:
             await self.pool.close()
         if self.store is not None:
@@ -362,6 +395,7 @@ def _setup_logging() -> None:
 async def _main(cfg: Config) -> int:
     relay = Relay(cfg)
     await relay.start()
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.listen_host}:{relay.port}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -369,6 +403,7 @@ async def _main(cfg: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, relay.reload)
     await stop.wait()
     log.info("signal received: stopping")
+    sdnotify.notify("STOPPING=1")
     await relay.stop()
     return 0
 

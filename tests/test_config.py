@@ -288,3 +288,25 @@ def test_parse_hostport_errors_name_the_flag(value: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_hostport(value, "--upstream")
     assert str(e.value).startswith("--upstream")
+
+
+def test_store_keep_days_and_metrics_listen(tmp_path: Path) -> None:
+    assert Config().keep_days == 730 and Config().metrics_listen is None
+    f = tmp_path / "c.toml"
+    f.write_text('[store]\nkeep_days = 0\n[metrics]\nlisten = "127.0.0.1:9464"\n')
+    c = config.load(f)
+    assert c.keep_days == 0 and c.metrics_listen == ("127.0.0.1", 9464)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[store]\nkeep_days = -1\n", "store.keep_days"),
+    ("[store]\nkeep_days = '2y'\n", "store.keep_days"),
+    ('[metrics]\nlisten = "9464"\n', "metrics.listen"),
+    ('[metrics]\nlisten = "127.0.0.1:99999"\n', "metrics.listen"),
+    ('[metrics]\nport = 9464\n', "metrics.port"),
+])
+def test_operations_keys_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config.load(f)

@@ -131,6 +131,16 @@ def test_addressed_to_list() -> None:
     assert not policy.addressed_to_list(["bob@example.com"], CFG)
 
 
+@pytest.mark.parametrize("rcpts,members,expected", [
+    (["ALL-staff@example.com"], {}, ["ALL-staff@example.com"]),  # an aliases(5) list
+    (["all-staff@example.com"], {"all-staff@example.com": ("a@x.org",)}, []),  # members file
+    (["a@example.com", "b@example.com"], {}, []),  # expanded by the MTA
+    (["other-list@example.com"], {}, []),  # not a [policy] list
+])
+def test_unexpanded_lists(rcpts: list[str], members: dict, expected: list[str]) -> None:
+    assert policy.unexpanded_lists(rcpts, CFG, members) == expected
+
+
 def test_members(tmp_path: Path) -> None:
     f = tmp_path / "staff.txt"
     f.write_text("# staff\nalice@example.com\nBob@example.com  # boss\n\nbob@EXAMPLE.com\n"

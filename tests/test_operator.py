@@ -1,0 +1,244 @@
+"""`relay messages`, `relay purge`, `relay check` as an admin runs them (real processes) against
+the database of a running relay (in-process, real sink on loopback), and the daily retention
+purge ([store] keep_days)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sqlite3
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import PROSE, Sink, StartRelay, free_port, make_message, smtp_send
+
+from relay.config import Config
+from relay.operator import parse_date
+
+ROOT = Path(__file__).resolve().parent.parent
+STAFF = [f"member{i}@example.com" for i in range(6)]
+
+
+async def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """`python -m relay ARGS` without blocking the loop the relay under test runs on."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", *args, cwd=cwd or ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 120)
+    assert p.returncode is not None
+    return p.returncode, out.decode(), err.decode()
+
+
+def one_line(rc: int, err: str, want_rc: int, *needles: str) -> None:
+    assert rc == want_rc, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def write_config(cfg: Config, path: Path, listen_port: int, **extra: str) -> Path:
+    """The TOML an admin would have for this relay."""
+    sections = {
+        "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.hostname}"',
+        "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream_port}',
+        "policy": 'lists = ["all-staff@example.com"]',
+        "store": f'path = "{cfg.db_path}"',
+        "signature": f'key_file = "{cfg.key_file}"',
+    }
+    for k, v in extra.items():
+        sections[k] = sections.get(k, "") + "\n" + v
+    path.write_text("".join(f"[{k}]\n{v}\n" for k, v in sections.items()))
+    return path
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("2026-01-31", True), ("2026-01-31T08:00", True), ("2026-01-31T08:00:00Z", True),
+    ("2026-01-31 08:00+01:00", True), ("31/01/2026", False), ("yesterday", False),
+    ("2026-13-01", False), ("", False),
+])
+def test_parse_date(text: str, ok: bool) -> None:
+    assert (parse_date(text) is not None) == ok
+
+
+def test_parse_date_is_utc_unless_a_zone_is_given() -> None:
+    assert parse_date("2026-01-01") == parse_date("2026-01-01T00:00:00+00:00")
+    assert parse_date("2026-01-01T01:00+01:00") == parse_date("2026-01-01")
+
+
+async def test_messages_and_purge_on_the_running_relays_database(
+        cfg: Config, relay, sink: Sink, tmp_path: Path) -> None:
+    sink.rcpt_replies[STAFF[3]] = "550 5.1.1 no such user"
+    r1 = await smtp_send(relay.port, "boss@example.com", STAFF,
+                         make_message(subject="Budget"))
+    sink.rcpt_replies.clear()
+    r2 = await smtp_send(relay.port, "boss@example.com", STAFF[:2],
+                         make_message(subject="Parking"))
+    assert r1.startswith("250") and r2.startswith("250")
+    conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
+
+    rc, out, err = await cli("messages", "--config", str(conf), "--json")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [r["subject"] for r in rows] == ["Parking", "Budget"]  # newest first
+    budget = rows[1]
+    assert budget["sender"] == "boss@example.com" and budget["message_id"].startswith("<")
+    assert (budget["recipients"], budget["delivered"], budget["pending"], budget["failed"]) == (
+        6, 5, 0, 1)
+    assert rows[0]["delivered"] == 2 and len(rows[0]["identity"]) == 16
+
+    rc, out, err = await cli("messages", "--config", str(conf))
+    assert rc == 0 and "Budget" in out, out
+    assert "6 recipient(s): 5 delivered, 0 pending, 1 failed" in out, out
+    rc, out, _ = await cli("messages", "--config", str(conf), "--since", "2999-01-01", "--json")
+    assert rc == 0 and json.loads(out) == []
+
+    # nothing is older than yesterday: purge removes nothing
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    rc, out, err = await cli("purge", "--config", str(conf), "--before", yesterday)
+    assert rc == 0 and out.startswith("purged 0 fingerprinted message(s)"), (out, err)
+
+    # everything is older than tomorrow: both go, and purge names them
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    leak = " ".join(PROSE[1].split()[:40])
+    (tmp_path / "leak.txt").write_text(leak)
+    rc, out, _ = await cli("decode", "--config", str(conf), "--json",
+                           str(tmp_path / "leak.txt"))
+    assert json.loads(out)["verdict"] != "no_match"
+    rc, out, err = await cli("purge", "--config", str(conf), "--before", tomorrow)
+    assert rc == 0, err
+    assert out.startswith("purged 2 fingerprinted message(s) and 8 copy record(s)"), out
+    assert "can no longer be decoded" in out and "Budget" in out and "Parking" in out
+    rc, out, _ = await cli("messages", "--config", str(conf), "--json")
+    assert json.loads(out) == []
+    rc, out, _ = await cli("decode", "--config", str(conf), "--json",
+                           str(tmp_path / "leak.txt"))
+    assert json.loads(out)["verdict"] == "no_match"
+    # personal data is gone from the file, not just unlinked from the tables
+    for p in (cfg.db_path, Path(f"{cfg.db_path}-wal")):
+        if p.exists():
+            blob = p.read_bytes()
+            assert b"Budget" not in blob and STAFF[0].encode() not in blob, p
+
+    # the relay keeps working on the purged database
+    r3 = await smtp_send(relay.port, "boss@example.com", STAFF, make_message(subject="After"))
+    assert r3.startswith("250")
+
+
+async def test_bad_date_missing_database_bad_config_are_one_line(tmp_path: Path) -> None:
+    rc, _, err = await cli("messages", "--since", "31/12/2025")
+    one_line(rc, err, 2, "--since", "31/12/2025")
+    rc, _, err = await cli("purge", "--before", "last week")
+    one_line(rc, err, 2, "--before")
+    rc, _, err = await cli("purge")
+    one_line(rc, err, 2, "--before")
+    good = tmp_path / "c.toml"
+    good.write_text(f'[store]\npath = "{tmp_path}/none.db"\n')
+    rc, _, err = await cli("messages", "--config", str(good))
+    one_line(rc, err, 1, "none.db", "not found")
+    rc, _, err = await cli("purge", "--config", str(good), "--before", "2026-01-01")
+    one_line(rc, err, 1, "none.db", "not found")
+    assert not (tmp_path / "none.db").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nkeep_days = 'forever'\n")
+    for cmd in (["messages"], ["purge", "--before", "2026-01-01"], ["check"]):
+        rc, _, err = await cli(*cmd, "--config", str(bad))
+        one_line(rc, err, 2, "bad.toml", "store.keep_days")
+
+
+async def test_check_passes_beside_the_running_relay(cfg: Config, relay, sink: Sink,
+                                                     tmp_path: Path) -> None:
+    await smtp_send(relay.port, "boss@example.com", STAFF, make_message())
+    conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
+    rc, out, err = await cli("check", "--config", str(conf))
+    assert rc == 0, out + err
+    assert "in use by a running relay" in out
+    assert "answers EHLO" in out and "schema" in out and "1 message(s)" in out
+    assert out.strip().splitlines()[-1] == "relay check: 0 problem(s), 0 warning(s)"
+    rc, out, _ = await cli("check", "--config", str(conf), "--json")
+    assert rc == 0 and {f["what"] for f in json.loads(out)} >= {"key file", "database",
+                                                                 "listen", "upstream"}
+
+
+async def test_check_finds_each_problem(cfg: Config, start_relay: StartRelay, sink: Sink,
+                                        tmp_path: Path) -> None:
+    r = await start_relay(cfg)  # creates the key and database as serve does
+    await r.stop(grace=1)
+    port = free_port()
+    conf = write_config(cfg, tmp_path / "c.toml", port)
+    rc, out, err = await cli("check", "--config", str(conf))
+    assert rc == 0, out + err
+
+    cfg.key_file.chmod(0o644)
+    rc, out, _ = await cli("check", "--config", str(conf))
+    assert rc == 1 and "PROBLEM  key file" in out and "mode 644" in out, out
+    cfg.key_file.chmod(0o600)
+
+    cfg.db_path.chmod(0o640)
+    rc, out, _ = await cli("check", "--config", str(conf))
+    assert rc == 1 and "PROBLEM  database" in out and "0640" in out, out
+    cfg.db_path.chmod(0o600)
+
+    with socket.socket() as squatter:  # something else holds the listen port
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        rc, out, _ = await cli("check", "--config", str(conf))
+        assert rc == 1 and "PROBLEM  listen" in out, out
+
+    await sink.close()  # the upstream is gone
+    rc, out, _ = await cli("check", "--config", str(conf))
+    assert rc == 1 and "PROBLEM  upstream" in out, out
+    rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
+    assert rc == 0 and "upstream" not in out, out
+
+    with sqlite3.connect(cfg.db_path) as c:
+        c.execute("PRAGMA user_version = 99")
+    rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
+    assert rc == 1 and "newer than this relay" in out, out
+
+
+async def test_unexpanded_list_is_logged_and_reported_by_check(
+        cfg: Config, relay, sink: Sink, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="relay"):
+        reply = await smtp_send(relay.port, "boss@example.com", ["all-staff@example.com"],
+                                make_message())
+    assert reply.startswith("250")
+    warned = [r.getMessage() for r in caplog.records if "arrived unexpanded" in r.getMessage()]
+    assert len(warned) == 1 and "<all-staff@example.com>" in warned[0]
+    conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
+    rc, out, _ = await cli("check", "--config", str(conf))
+    assert rc == 0, out
+    assert "warning  policy    list address <all-staff@example.com> arrived unexpanded in 1" \
+        in out
+    assert out.strip().splitlines()[-1] == "relay check: 0 problem(s), 1 warning(s)"
+
+
+async def test_keep_days_purges_old_entries_when_serve_starts(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    r = await start_relay(cfg)
+    for subject in ("Old", "New"):
+        assert (await smtp_send(r.port, "boss@example.com", STAFF,
+                                make_message(subject=subject))).startswith("250")
+    await r.stop(grace=1)
+    with sqlite3.connect(cfg.db_path) as c:
+        c.execute("UPDATE messages SET created_at = created_at - 40 * 86400 "
+                  "WHERE subject = 'Old'")
+    r = await start_relay(replace(cfg, keep_days=30))
+    assert r.port  # serving at once; the purge runs beside it
+    for _ in range(100):
+        with sqlite3.connect(cfg.db_path) as c:
+            left = [s for (s,) in c.execute("SELECT subject FROM messages")]
+        if left == ["New"]:
+            break
+        await asyncio.sleep(0.05)
+    assert left == ["New"]
+    with sqlite3.connect(cfg.db_path) as c:
+        assert c.execute("SELECT count(*) FROM copies").fetchone()[0] == len(STAFF)
