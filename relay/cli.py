@@ -146,6 +146,15 @@ def render_report(rep: dict) -> str:
         for o in rep["other_messages"]:
             lines.append(f"Also matches: {o['subject'] or '(no subject)'} | {o['date']} | "
                          f"{o['message_id']}")
+        for pv in rep.get("provenance", []):
+            m2, m1 = pv["message"], pv["contains"]
+            who = pv["from_copy_of"] or "an unknown recipient"
+            lines.append(f"Travelled: {m2['subject'] or '(no subject)'} ({m2['date'] or 'no date'}"
+                         f", sent by {pv['sender']}) carries the text of "
+                         f"{m1['subject'] or '(no subject)'}, made from the copy of {who}.")
+            if pv.get("explains_top_candidate"):
+                lines.append(f"  {who} sent this text on to all staff, so a match with their "
+                             "copy does not show that they leaked it.")
         if top:
             lines.append(f"Chance that some innocent recipient matches this well: "
                          f"{_fmt_p(top['false_match_probability'])}")
