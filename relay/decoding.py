@@ -310,14 +310,17 @@ def _seed(log: Log, later: str, earlier: str, keyring: Keyring,
 
 def _provenance(log: Log, keyring: Keyring, derived: Derived, main: str,
                 identities: Sequence[str]) -> list[dict[str, Any]]:
-    """For every pair of messages the excerpt aligns with, the later one sent again text of the
-    earlier one: who sent it, and from whose copy of the earlier one it was made (when its
-    arrival was logged and shows it; else its sender, when that was a recipient of the earlier
-    one). That recipient's copy is an explained source of the text, not evidence of a leak."""
+    """For the message the verdict is about and every other message the excerpt aligns with,
+    the later of the two sent again text of the earlier one: who sent it, and from whose copy of
+    the earlier one it was made (when its arrival was logged and shows it; else its sender, when
+    that was a recipient of the earlier one). That recipient's copy is an explained source of
+    the text, not evidence of a leak."""
     out = []
     ids = sorted(set(identities) | {main}, key=lambda i: log.message(i).get("created_at") or 0)
     for j, later in enumerate(ids):
         for earlier in ids[:j]:
+            if main not in (later, earlier):
+                continue
             if (later, earlier) not in derived.seeds:
                 derived.seeds[later, earlier] = _seed(log, later, earlier, keyring, derived)
             seed, logged = derived.seeds[later, earlier]
