@@ -5,6 +5,8 @@ itself in-process, and small SMTP client helpers. Real sockets on 127.0.0.1, por
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -15,6 +17,24 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.config import Config
+
+# --- required external tools ------------------------------------------------------------------
+
+INSTALL = "bash .ci/install-system-deps"
+
+
+def require_tool(name: str, path: str | None = None, install: str = INSTALL) -> str:
+    """The path of an external program a test needs (`path` when the caller found it itself,
+    else `name` on PATH or in /usr/sbin). Missing, the test is skipped on a developer's machine
+    but FAILS under CI=true: in CI every tool is installed, so a missing one is a broken setup,
+    never a reason to report green."""
+    found = path or shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        why = f"{name} not installed ({install})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and a required tool is missing: {why}", pytrace=False)
+        pytest.skip(why)
+    return found
 
 
 @dataclass

@@ -9,7 +9,6 @@ import html
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
 
 from relay.fingerprint import prepare
@@ -24,9 +24,12 @@ from relay.store import ACCEPTED, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_HEX = "5a" * 32
-pytestmark = pytest.mark.skipif(
-    chromium_path() is None or shutil.which("tesseract") is None,
-    reason="needs chromium and tesseract (bash .ci/install-system-deps)")
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    require_tool("chromium", chromium_path())
+    require_tool("tesseract")
 
 
 def paragraphs() -> list[str]:

@@ -7,7 +7,6 @@ import asyncio
 import email
 import email.policy
 import re
-import shutil
 import sqlite3
 import subprocess
 from collections import Counter
@@ -23,6 +22,7 @@ from conftest import (
     StartRelay,
     free_port,
     make_message,
+    require_tool,
     smtp_send,
     start_sink,
 )
@@ -373,20 +373,17 @@ async def test_store_failing_mid_fanout_never_doubles(cfg: Config, start_relay: 
 
 # --- Postfix smtp-sink as a faulty upstream -------------------------------------------------
 
-SMTP_SINK = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin:/usr/bin")
-needs_smtp_sink = pytest.mark.skipif(SMTP_SINK is None, reason="postfix smtp-sink not installed")
-
 
 @pytest.fixture
 def smtp_sink() -> Iterator:
+    smtp_sink_path = require_tool("smtp-sink", install="apt-get install postfix")
     procs: list[subprocess.Popen] = []
 
     def start(*flags: str) -> int:
         port = free_port()
         import os
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        assert SMTP_SINK is not None
-        p = subprocess.Popen([SMTP_SINK, *user, *flags, f"127.0.0.1:{port}", "64"],
+        p = subprocess.Popen([smtp_sink_path, *user, *flags, f"127.0.0.1:{port}", "64"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(p)
         import socket
@@ -406,7 +403,6 @@ def smtp_sink() -> Iterator:
             p.wait(5)
 
 
-@needs_smtp_sink
 async def test_smtp_sink_soft_rejects_rcpt(base_cfg: Config, start_relay: StartRelay,
                                            smtp_sink) -> None:
     port = smtp_sink("-r", "RCPT")
@@ -416,7 +412,6 @@ async def test_smtp_sink_soft_rejects_rcpt(base_cfg: Config, start_relay: StartR
                             make_message(to="a@example.com"))).startswith("45")
 
 
-@needs_smtp_sink
 async def test_smtp_sink_hard_rejects_rcpt(base_cfg: Config, start_relay: StartRelay,
                                            smtp_sink) -> None:
     port = smtp_sink("-f", "RCPT")
@@ -425,7 +420,6 @@ async def test_smtp_sink_hard_rejects_rcpt(base_cfg: Config, start_relay: StartR
     assert reply.startswith("5"), reply
 
 
-@needs_smtp_sink
 async def test_smtp_sink_disconnects_after_dot(base_cfg: Config, start_relay: StartRelay,
                                                smtp_sink) -> None:
     port = smtp_sink("-q", ".")  # takes the message, never answers: outcome unknown
@@ -433,7 +427,6 @@ async def test_smtp_sink_disconnects_after_dot(base_cfg: Config, start_relay: St
     assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("451")
 
 
-@needs_smtp_sink
 async def test_smtp_sink_421_at_data(base_cfg: Config, start_relay: StartRelay,
                                      smtp_sink) -> None:
     port = smtp_sink("-Q", "DATA")
@@ -441,7 +434,6 @@ async def test_smtp_sink_421_at_data(base_cfg: Config, start_relay: StartRelay,
     assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("4")
 
 
-@needs_smtp_sink
 async def test_smtp_sink_slow_upstream_times_out(base_cfg: Config, start_relay: StartRelay,
                                                  smtp_sink) -> None:
     port = smtp_sink("-w", "3")
@@ -453,7 +445,6 @@ async def test_smtp_sink_slow_upstream_times_out(base_cfg: Config, start_relay: 
     assert loop.time() - t0 < 10
 
 
-@needs_smtp_sink
 async def test_smtp_sink_dies_mid_fanout_then_recovers(base_cfg: Config,
                                                        start_relay: StartRelay,
                                                        smtp_sink) -> None:

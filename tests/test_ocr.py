@@ -12,7 +12,6 @@ import difflib
 import html
 import io
 import random
-import shutil
 import struct
 import time
 import zlib
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from conftest import require_tool
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
 
 from relay import ocr
@@ -320,8 +320,7 @@ def test_unavailable_and_unreadable_are_one_clear_line(monkeypatch: pytest.Monke
 
 
 def test_tesseract_rejects_a_broken_png() -> None:
-    if shutil.which("tesseract") is None:
-        pytest.skip("tesseract not installed")
+    require_tool("tesseract")
     with pytest.raises(UnreadableImage) as e:
         ocr.run_tesseract(encode_png(4, 4, 0, bytes(16))[:40])
     assert "\n" not in str(e.value)
@@ -488,27 +487,26 @@ def score(readings: list[GapReading], truth: list[ExcerptWord]) -> Score:
 #   html 2x justify 93.1/0.0/6.9   (html 2x jpeg 97.1/0.0/2.9: left out to save time)
 #   mono 1x 99.3/0.0/0.7  mono 2x 100/0.0/0.0  prop 1x 97.3/0.0/2.7  prop 2x 96.6/0.0/3.4
 #   unmarked (no doubled gap) 99.3/0.0/0.7
-# The bounds leave a few gaps of room.
+# The bounds are those figures less one point (about 3 gaps of 300): three times the unread
+# gaps of any condition that has some fails them. Wrong readings: at most one gap in 200.
 CONDITIONS: dict[str, tuple[Callable[[list[Paragraph]], Shot], float, float]] = {
-    "html 1x png": (lambda p: html_shot(p, 1), 0.95, 0.01),
-    "html 2x png": (lambda p: html_shot(p, 2), 0.95, 0.01),
-    "html 1x jpeg": (lambda p: html_shot(p, 1, "jpg"), 0.95, 0.01),
-    "html 2x justify": (lambda p: html_shot(p, 2, justify=True), 0.90, 0.01),
-    "mono 1x": (lambda p: plain_shot(p, 1, True), 0.95, 0.01),
-    "mono 2x": (lambda p: plain_shot(p, 2, True), 0.95, 0.01),
-    "prop 1x": (lambda p: plain_shot(p, 1, False), 0.94, 0.01),
-    "prop 2x": (lambda p: plain_shot(p, 2, False), 0.94, 0.01),
+    "html 1x png": (lambda p: html_shot(p, 1), 0.97, 0.005),
+    "html 2x png": (lambda p: html_shot(p, 2), 0.97, 0.005),
+    "html 1x jpeg": (lambda p: html_shot(p, 1, "jpg"), 0.98, 0.005),
+    "html 2x justify": (lambda p: html_shot(p, 2, justify=True), 0.92, 0.005),
+    "mono 1x": (lambda p: plain_shot(p, 1, True), 0.98, 0.005),
+    "mono 2x": (lambda p: plain_shot(p, 2, True), 0.99, 0.005),
+    "prop 1x": (lambda p: plain_shot(p, 1, False), 0.96, 0.005),
+    "prop 2x": (lambda p: plain_shot(p, 2, False), 0.955, 0.005),
 }
 UNMARKED = "html 2x unmarked"  # no doubled gap at all: nothing must read as doubled
 
 
 @pytest.fixture(scope="module")
 def measured() -> dict[str, Score]:
-    if shutil.which("tesseract") is None:
-        pytest.skip("tesseract not installed (apt-get install tesseract-ocr tesseract-ocr-eng "
-                    "tesseract-ocr-fra)")
-    if chromium_path() is None:
-        pytest.skip("chromium not installed (apt-get install chromium)")
+    require_tool("tesseract", install="apt-get install tesseract-ocr tesseract-ocr-eng "
+                 "tesseract-ocr-fra")
+    require_tool("chromium", chromium_path(), install="apt-get install chromium")
     marked = make_paragraphs(seed=11)
     jobs: dict[str, Callable[[], Shot]] = {
         name: (lambda make=make: make(marked)) for name, (make, _, _) in CONDITIONS.items()}
@@ -533,17 +531,22 @@ def test_screenshot_gaps(measured: dict[str, Score], name: str) -> None:
     assert s.gaps >= 250 and s.lost <= 0.05 * (s.gaps + s.line_ends + s.lost), s.row(name)
     assert s.share(s.correct) >= min_correct, s.row(name)
     assert s.share(s.wrong) <= max_wrong, s.row(name)
-    assert s.doubled_correct >= 0.75 * s.doubled, s.row(name)
+    assert s.doubled_correct >= 0.85 * s.doubled, s.row(name)  # measured 48/53 at least
 
 
 @pytest.mark.slow
 def test_unmarked_screenshot_reads_no_doubled_gap(measured: dict[str, Score]) -> None:
     s = measured[UNMARKED]
-    assert s.doubled == 0 and s.wrong <= 1 and s.share(s.correct) >= 0.95, s.row(UNMARKED)
+    assert s.doubled == 0 and s.wrong <= 1 and s.share(s.correct) >= 0.98, s.row(UNMARKED)
 
 
 @pytest.mark.slow
-def test_report_table(measured: dict[str, Score]) -> None:
+def test_every_condition_scored_and_accounted(measured: dict[str, Score]) -> None:
+    """Every condition was measured, and each read gap is counted once: correct, wrong or
+    unread. (`pytest -s` prints the table the figures above come from.)"""
+    assert set(measured) == {*CONDITIONS, UNMARKED}
     print()
     for name, s in measured.items():
         print(s.row(name))
+        assert s.correct + s.wrong + s.unread == s.gaps, s.row(name)
+        assert 0 <= s.doubled_correct <= s.doubled <= s.gaps, s.row(name)

@@ -253,7 +253,6 @@ async def drain(stream: asyncio.StreamReader | None) -> bytes:
     return await stream.read() if stream is not None else b""
 
 
-@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
 async def test_cli_serve_subprocess(tmp_path: Path, sink: Sink) -> None:
     conf = write_config(tmp_path / "config.toml", sink.port)
     proc, port = await start_cli(conf)
@@ -270,7 +269,6 @@ async def test_cli_serve_subprocess(tmp_path: Path, sink: Sink) -> None:
     assert "from=<a@example.com>" in err and "Quarterly" not in err  # logged, without subject
 
 
-@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
 async def test_cli_config_error_is_one_line(tmp_path: Path) -> None:
     conf = write_config(tmp_path / "config.toml", 1,
                         '[policy]\nmembers = { "l@example.com" = "missing.txt" }\n')
@@ -315,7 +313,6 @@ async def test_stop_answers_open_data_and_restart_resumes(cfg: Config, start_rel
     assert got == sorted(STAFF)
 
 
-@pytest.mark.skipif(not (ROOT / "relay" / "cli.py").exists(), reason="relay/cli.py not there")
 async def test_sigterm_during_fanout(tmp_path: Path, sink: Sink) -> None:
     conf = write_config(tmp_path / "config.toml", sink.port)
     proc, port = await start_cli(conf)
@@ -327,10 +324,10 @@ async def test_sigterm_during_fanout(tmp_path: Path, sink: Sink) -> None:
             await asyncio.sleep(0.01)
         t0 = loop.time()
         proc.send_signal(signal.SIGTERM)
-        reply = await asyncio.wait_for(task, 30)
+        # README: "every open DATA gets 250 or 451 within about 20 s, exit 0"
+        reply = await asyncio.wait_for(task, 20)
         assert reply[:3] in ("250", "451"), reply
-        rc = await asyncio.wait_for(proc.wait(), 30)
-        assert loop.time() - t0 < 30
+        rc = await asyncio.wait_for(proc.wait(), max(0.1, 20 - (loop.time() - t0)))
         assert rc == 0
     finally:
         if proc.returncode is None:

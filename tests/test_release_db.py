@@ -1,0 +1,103 @@
+"""Old logs decode the same: tests/vectors/release-0.1.db, written by release 0.1 (the real
+relay over loopback for its current code, the log of older codes for the others; see
+tests/vectors/make_release_db.py), and suspect excerpts cut from specific copies. Every later
+version must give each excerpt the verdict, the named recipient and the number of bits that
+release 0.1 gave, in-process and through `relay decode --json`. The committed files are never
+opened in place: each test works on a copy (mode 0600, as the relay requires)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay import keys
+from relay.decoding import decode
+from relay.store import Store
+from relay.tokens import excerpt_words
+
+ROOT = Path(__file__).resolve().parent.parent
+VEC = ROOT / "tests" / "vectors"
+NAME = "release-0.1"
+EXPECTED = json.loads((VEC / NAME / "expected.json").read_text())
+EXCERPTS = sorted(EXPECTED["excerpts"])
+
+
+@pytest.fixture(scope="module")
+def log_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(database, key file, config) copied into a temporary folder, mode 0600."""
+    tmp = tmp_path_factory.mktemp("release")
+    db, key = tmp / "relay.db", tmp / "relay.key"
+    shutil.copyfile(VEC / f"{NAME}.db", db)
+    shutil.copyfile(VEC / f"{NAME}.key", key)
+    db.chmod(0o600)
+    key.chmod(0o600)
+    cfg = tmp / "config.toml"
+    cfg.write_text(f'[store]\npath = "{db}"\n[signature]\nkey_file = "{key}"\n'
+                   f'[decode]\nthreshold = {EXPECTED["threshold"]}\n')
+    return db, key, cfg
+
+
+def check(name: str, rep: dict) -> None:
+    want = EXPECTED["excerpts"][name]
+    top = rep["candidates"][0]["recipient"] if rep["candidates"] else None
+    got = {"verdict": rep["verdict"],
+           "recipient": top if rep["verdict"] == "identified" else None,
+           "best_candidate": top,
+           "bits_observed": rep["excerpts"][0]["bits_observed"],
+           "message_id": rep["message"]["message_id"] if rep["message"] else None}
+    assert got == {k: want[k] for k in got}, name
+    if want["verdict"] == "identified":
+        assert want["recipient"] == want["copy_of"]  # the vector itself names the leaker
+
+
+def test_the_log_holds_every_code() -> None:
+    # independent bits, blocks cut EVEN, blocks cut UNITS: one message each at least
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{VEC / NAME}.db?mode=ro&immutable=1", uri=True)
+    try:
+        rows = conn.execute("SELECT block, block_cut, COUNT(*) FROM messages "
+                            "GROUP BY block, block_cut").fetchall()
+    finally:
+        conn.close()
+    assert {(b > 0, c if b else None) for b, c, _ in rows} == {(False, None), (True, 0),
+                                                              (True, 1)}
+    assert "TEST-ONLY" in (VEC / f"{NAME}.key").read_text()
+
+
+@pytest.mark.parametrize("name", EXCERPTS)
+def test_decode_in_process(log_copy: tuple[Path, Path, Path], name: str) -> None:
+    db, key, _ = log_copy
+    store = Store(db, create=False)
+    try:
+        text = (VEC / NAME / name).read_text()
+        rep = decode([excerpt_words(text)], store, keys.load(key),
+                     EXPECTED["threshold"]).as_json()
+    finally:
+        store.close()
+    check(name, rep)
+
+
+@pytest.mark.parametrize("name", EXCERPTS)
+def test_decode_cli(log_copy: tuple[Path, Path, Path], name: str) -> None:
+    db, _, cfg = log_copy
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    r = subprocess.run([sys.executable, "-m", "relay", "decode", "--json", "--db", str(db),
+                        "--config", str(cfg), str(VEC / NAME / name)],
+                       capture_output=True, text=True, env=env, cwd=cfg.parent, timeout=60)
+    assert r.returncode == 0, r.stderr
+    check(name, json.loads(r.stdout))
+
+
+def test_committed_log_is_untouched() -> None:
+    # the tests above read copies; the committed database is byte-for-byte what 0.1 wrote
+    digest = hashlib.sha256((VEC / f"{NAME}.db").read_bytes()).hexdigest()
+    assert digest == EXPECTED["db_sha256"]
