@@ -2,7 +2,8 @@
 relay over loopback for its current code, the log of older codes for the others; see
 tests/vectors/make_release_db.py), and suspect excerpts cut from specific copies. Every later
 version must give each excerpt the verdict, the named recipient and the number of bits that
-release 0.1 gave, in-process and through `relay decode --json`. The committed files are never
+release 0.1 gave (fewer bits only where a deliberate decoder change says so, FEWER_BITS_SINCE),
+in-process and through `relay decode --json`. The committed files are never
 opened in place: each test works on a copy (mode 0600, as the relay requires)."""
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def log_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     return db, key, cfg
 
 
+# Deliberate decoder changes since the release that wrote the log, and the excerpts whose
+# number of bits read they change (never the verdict or the recipient named).
+FEWER_BITS_SINCE = {
+    # 0.2: an excerpt that fits text/plain and text/html word for word is read only at gaps
+    # that are carriers of the same class in both, so an HTML paste no longer reads the gaps
+    # only the HTML has (the plain text's line ends)
+    "rendering rule": lambda name: "-html-" in name,
+}
+
+
 def check(name: str, rep: dict) -> None:
     want = EXPECTED["excerpts"][name]
     top = rep["candidates"][0]["recipient"] if rep["candidates"] else None
@@ -52,6 +63,9 @@ def check(name: str, rep: dict) -> None:
            "best_candidate": top,
            "bits_observed": rep["excerpts"][0]["bits_observed"],
            "message_id": rep["message"]["message_id"] if rep["message"] else None}
+    if any(touches(name) for touches in FEWER_BITS_SINCE.values()):
+        assert 0.85 * want["bits_observed"] <= got["bits_observed"] < want["bits_observed"]
+        got["bits_observed"] = want["bits_observed"]
     assert got == {k: want[k] for k in got}, name
     if want["verdict"] == "identified":
         assert want["recipient"] == want["copy_of"]  # the vector itself names the leaker
