@@ -195,6 +195,28 @@ def test_render_report_no_match_and_inconclusive() -> None:
     assert "INCONCLUSIVE" in out and "a@example.com" in out and "0.4" in out
 
 
+def test_render_report_says_where_the_text_travelled() -> None:
+    """The report says which later message carried the text and from whose copy, and that a
+    match with that copy does not show a leak."""
+    rep = {"verdict": "inconclusive", "message": {"subject": "Plans", "date": "Mon",
+                                                  "message_id": "<m>"},
+           "candidates": [{"recipient": "x@example.com", "bits_observed": 90,
+                           "bits_matching": 90, "false_match_probability": 1e-20}],
+           "other_messages": [], "excerpts": [{"words": 100, "words_aligned": 100,
+                                                "bits_observed": 90}],
+           "recipients_scored": 300, "threshold": 1e-6,
+           "provenance": [{"message": {"subject": "FW: Plans", "date": "Tue",
+                                       "message_id": "<f>"},
+                           "sender": "x@example.com", "contains": {"subject": "Plans",
+                                                                   "date": "Mon",
+                                                                   "message_id": "<m>"},
+                           "from_copy_of": "x@example.com", "explains_top_candidate": True}]}
+    out = render_report(rep)
+    assert "Travelled: FW: Plans (Tue, sent by x@example.com) carries the text of Plans, made " \
+           "from the copy of x@example.com." in out
+    assert "x@example.com sent this text on to all staff" in out
+
+
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_image_suffix_selects_ocr(tmp_path: Path, suffix: str) -> None:
     bad = tmp_path / f"shot{suffix}"
