@@ -110,3 +110,34 @@ def page_height(n_lines: int, *, font_px: int, margin: int = 40) -> int:
     """A window height (CSS px) tall enough for `n_lines` lines of text (at least 200: headless
     Chromium paints only the first line or so of a window 120 px tall or less)."""
     return max(200, margin + math.ceil(n_lines * font_px * 1.4))
+
+
+def _chromium(page: str, flags: list[str], out_name: str | None, timeout: float) -> bytes:
+    exe = chromium_path()
+    if exe is None:
+        raise FileNotFoundError("chromium not found")
+    with tempfile.TemporaryDirectory(prefix="render-") as tmp:
+        src = Path(tmp, "page.html")
+        src.write_text(page, encoding="utf-8")
+        out = Path(tmp, out_name) if out_name else None
+        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp, 'profile')}",
+               *[f.format(out=out) for f in flags], src.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if out is None:
+            return proc.stdout
+        if not out.exists():
+            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"chromium wrote no {out_name} (exit {proc.returncode}): {tail}")
+        return out.read_bytes()
+
+
+def print_pdf(page: str, *, timeout: float = 90) -> bytes:
+    """Print `page` to PDF as a browser's print dialog would (paper size from its @page rule,
+    else Chromium's default), without headers and footers."""
+    return _chromium(page, ["--print-to-pdf={out}", "--no-pdf-header-footer"], "page.pdf",
+                     timeout)
+
+
+def dump_dom(page: str, *, timeout: float = 60) -> str:
+    """The DOM Chromium built from `page`, serialised (what was parsed, not the source)."""
+    return _chromium(page, ["--dump-dom"], None, timeout).decode("utf-8", "replace")
