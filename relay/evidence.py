@@ -159,10 +159,14 @@ table.cands tr.top td { font-weight: bold; }
 figure { margin: 2mm 0; break-inside: avoid; }
 figure svg { display: block; width: 100%; height: auto; }
 figure.shot svg { border: 1px solid #d0d7de; }
-svg rect.gap.ok { fill: rgba(26, 127, 55, 0.28); stroke: #1a7f37; }
-svg rect.gap.bad { fill: rgba(207, 34, 46, 0.30); stroke: #cf222e; stroke-dasharray: 4 2; }
-svg rect.gap.nc { fill: rgba(140, 149, 159, 0.25); stroke: #8c959f; }
-svg rect.gap { stroke-width: 2; vector-effect: non-scaling-stroke; }
+svg g.gap.ok .fill { fill: rgba(26, 127, 55, 0.35); }
+svg g.gap.ok .bar { fill: #1a7f37; }
+svg g.gap.bad .fill { fill: rgba(207, 34, 46, 0.45); }
+svg g.gap.bad .bar { fill: #cf222e; }
+svg g.gap.bad .x { stroke: #cf222e; stroke-width: 2; vector-effect: non-scaling-stroke; }
+svg g.gap.nc .fill { fill: rgba(140, 149, 159, 0.35); }
+svg g.gap.nc .bar { fill: #8c959f; }
+.excerpt.ocr { font-size: 8pt; }
 figcaption { font-size: 9pt; color: #57606a; }
 .note { border-left: 3px solid #9a6700; padding: 1mm 3mm; background: #fff8e5; margin: 2mm 0;
   break-inside: avoid; }
@@ -230,13 +234,13 @@ def _verdict(report: Report) -> str:
                    "all-staff message in the relay's log. Nobody is named.</p>")
     if top:
         p = top.false_match_probability
-        who = (f"{_e(top.recipient)} did not leak this text" if v == "identified"
-               else "none of them leaked this text")
+        whose = (f"{_e(top.recipient)}&rsquo;s copy" if v == "identified"
+                 else f"the closest copy ({_e(top.recipient)}&rsquo;s)")
         out.append(
-            f"<p><b>False-match probability: {fmt_p(p)}</b> ({one_in(p)}). If {who}, this is the "
-            f"chance that the copy of some recipient who did not leak it would agree with the "
-            f"excerpt at least as well as {_e(top.recipient)}&rsquo;s copy does, by coincidence, "
-            f"counting all {_plural(report.recipients, 'recipient')} scored.</p>")
+            f"<p><b>False-match probability: {fmt_p(p)}</b> ({one_in(p)}). This is the chance "
+            f"that some recipient who did not leak the text would, by coincidence, have a copy "
+            f"agreeing with the excerpt at least as well as {whose} does, counting all "
+            f"{_plural(report.recipients, 'recipient')} scored.</p>")
     out.append(f"<p>Threshold: a recipient is named only when this probability is at or below "
                f"{fmt_p(report.threshold)} ({one_in(report.threshold)}).</p></section>")
     return "".join(out)
@@ -409,13 +413,18 @@ def _shot(src: Source, gaps: dict[int, GapRead]) -> str:
         if x1 - x0 < 4:
             mid = (x0 + x1) / 2
             x0, x1 = mid - 2, mid + 2
-        y0 = min(a.top, b.top) / s - 2
-        y1 = max(a.top + a.height, b.top + b.height) / s + 2
+        y0 = min(a.top, b.top) / s - 1
+        y1 = max(a.top + a.height, b.top + b.height) / s + 1
+        bar = max(2.0, (y1 - y0) / 7)
         cls = ("nc" if g.named is None or not g.counted
                else "ok" if g.named == g.observed else "bad")
-        rects.append(f"<rect class='gap {cls}' data-gap='{g.excerpt}:{g.word}' "
-                     f"data-counted='{int(g.counted)}' x='{x0:.1f}' y='{y0:.1f}' "
-                     f"width='{x1 - x0:.1f}' height='{y1 - y0:.1f}' rx='1'/>")
+        cross = (f"<path class='x' d='M{x0:.1f} {y1 + bar:.1f}L{x1:.1f} {y0:.1f}'/>"
+                 if cls == "bad" else "")
+        rects.append(f"<g class='gap {cls}' data-gap='{g.excerpt}:{g.word}' "
+                     f"data-counted='{int(g.counted)}'><rect class='fill' x='{x0:.1f}' "
+                     f"y='{y0:.1f}' width='{x1 - x0:.1f}' height='{y1 - y0:.1f}'/>"
+                     f"<rect class='bar' x='{x0 - 1:.1f}' y='{y1:.1f}' width='{x1 - x0 + 2:.1f}' "
+                     f"height='{bar:.1f}'/>{cross}</g>")
     data = base64.b64encode(src.image).decode()
     return (f"<figure class='shot' style='max-width:{w}px'>"
             f"<svg viewBox='0 0 {w} {h}' xmlns='http://www.w3.org/2000/svg' role='img' "
@@ -446,7 +455,9 @@ def _excerpt(i: int, src: Source, gaps: dict[int, GapRead], report: Report,
         ok = sum(1 for g in gaps.values() if g.counted and g.named == g.observed)
         summary = (f"<p>{_plural(len(gaps), 'gap')} read; "
                    + (f"of the {_thousands(counted)} counted, {ok} agree with "
-                      f"<b>{_e(named)}</b>&rsquo;s copy and {counted - ok} do not."
+                      f"<b>{_e(named)}</b>&rsquo;s copy and {counted - ok} do not"
+                      + ("." if report.verdict == "identified"
+                         else " (the closest copy, not named).")
                       if scored and named else "none scored.") + "</p>")
     nc = any(not g.counted for g in gaps.values())
     legend = LEGEND.format(n=_e(named), nc="<span class='key'><span class='gap nc'></span>read, "
@@ -459,7 +470,7 @@ def _excerpt(i: int, src: Source, gaps: dict[int, GapRead], report: Report,
             out.append("<p>(The image could not be decoded for display; the OCR reading "
                        "follows.)</p>")
         out.append("<h3>What the OCR read</h3>")
-        out.append(f"<div class='excerpt'>{_ocr_marked(src, gaps, named)}</div>")
+        out.append(f"<div class='excerpt ocr'>{_ocr_marked(src, gaps, named)}</div>")
     else:
         out.append(f"<div class='excerpt'>{_text_marked(src, gaps, named)}</div>")
     return "".join(out)
@@ -475,24 +486,27 @@ def _picture(report: Report) -> str:
     top_n = max(observed) if observed else 0
     hi = 100 if share else max(top_n, 1)
     counts = Counter(vals[1:])
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000, 10 ** 9)
+                if hi / s <= 10)
+    lo = max(0, (min(vals) - 2) // step * step) if vals else 0
     W, H, L, R, T, B = 680, 230, 46, 14, 40, 38
     pw, ph = W - L - R, H - T - B
     peak = max(counts.values()) if counts else 1
 
     def x(v: float) -> float:
-        return L + pw * v / hi
+        return L + pw * (v - lo) / (hi - lo or 1)
 
-    bw = max(1.5, pw / (hi + 1) - 1)
+    bw = max(1.5, pw / (hi - lo + 1) - 1)
     bars = "".join(
         f"<rect x='{x(v) - bw / 2:.1f}' y='{T + ph - max(1.5, ph * c / peak):.1f}' "
         f"width='{bw:.1f}' height='{max(1.5, ph * c / peak):.1f}' fill='#8c959f'/>"
         for v, c in sorted(counts.items()))
     step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000, 10 ** 9)
-                if hi / s <= 10)
+                if (hi - lo) / s <= 10)
     ticks = "".join(
         f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='{T + ph}' y2='{T + ph + 4}' stroke='#57606a'/>"
         f"<text x='{x(t):.1f}' y='{T + ph + 16}' text-anchor='middle'>{t}"
-        f"{'%' if share else ''}</text>" for t in range(0, hi + 1, step))
+        f"{'%' if share else ''}</text>" for t in range(-(-lo // step) * step, hi + 1, step))
     yt = "".join(
         f"<text x='{L - 6}' y='{T + ph - ph * c / peak + 4:.1f}' text-anchor='end'>{c}</text>"
         f"<line x1='{L - 3}' x2='{L + pw}' y1='{T + ph - ph * c / peak:.1f}' "
