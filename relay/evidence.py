@@ -97,7 +97,7 @@ def one_in(p: float) -> str:
         if n >= size:
             if n >= 1000 * size and word == "trillion":
                 e = math.floor(math.log10(n))
-                return f"about 1 in {n / 10 ** e:.0f} &times; 10<sup>{e}</sup>"
+                return f"about 1 in {n / 10 ** e:.2g} &times; 10<sup>{e}</sup>"
             return f"about 1 in {n / size:.2g} {word}"
     return f"about 1 in {_thousands(round(n, -int(math.log10(n)) + 1))}"
 
@@ -522,10 +522,11 @@ def _picture(report: Report) -> str:
         if idx >= len(vals):
             break
         v = vals[idx]
-        anchor = "end" if x(v) > L + pw * 0.6 else "start"
+        n, m = spread[idx]
+        width = 6.6 * len(f"{label}: {m} of {n}")  # bold 11 px DejaVu Sans, about
+        anchor = "end" if x(v) + 5 + width > W - 2 else "start"
         dx = -5 if anchor == "end" else 5
         y = T - 24 + 13 * idx
-        n, m = spread[idx]
         marks.append(
             f"<line x1='{x(v):.1f}' x2='{x(v):.1f}' y1='{y + 4}' y2='{T + ph}' stroke='{color}' "
             f"stroke-width='2.5' stroke-dasharray='{dash}'/>"
