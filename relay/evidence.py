@@ -98,8 +98,15 @@ def one_in(p: float) -> str:
             if n >= 1000 * size and word == "trillion":
                 e = math.floor(math.log10(n))
                 return f"about 1 in {n / 10 ** e:.2g} &times; 10<sup>{e}</sup>"
-            return f"about 1 in {n / size:.2g} {word}"
-    return f"about 1 in {_thousands(round(n, -int(math.log10(n)) + 1))}"
+            return f"about 1 in {_two_digits(n / size)} {word}"
+    return f"about 1 in {_two_digits(n)}"
+
+
+def _two_digits(x: float) -> str:
+    """x to two significant digits, without an exponent: 3.4, 34, 340, 3,400."""
+    if x < 10:
+        return f"{x:.2g}"
+    return _thousands(round(x, 1 - int(math.floor(math.log10(x)))))
 
 
 def _thousands(x: float) -> str:

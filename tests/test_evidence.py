@@ -344,7 +344,9 @@ def test_provenance_in_words() -> None:
 
 
 @pytest.mark.parametrize("p,words", [
-    (3.1e-11, "about 1 in 32 billion"), (2e-4, "about 1 in 5,000"), (0.5, "about 1 in 2"),
+    (3.1e-11, "about 1 in 32 billion"), (2.9e-12, "about 1 in 340 billion"),
+    (2e-4, "about 1 in 5,000"), (0.011, "about 1 in 91"), (0.5, "about 1 in 2"),
+    (7.3e-23, "about 1 in 1.4 &times; 10<sup>22</sup>"),
     (1.0, "close to certain"), (1e-6, "about 1 in 1 million"),
     (1e-22, "about 1 in 1 &times; 10<sup>22</sup>")])
 def test_one_in(p: float, words: str) -> None:
