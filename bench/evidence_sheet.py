@@ -9,8 +9,9 @@ text/plain + text/html) to N recipients (default 1,000); a 100-word excerpt of o
 2. **End to end**, alternating: `python -m relay decode --json leak.txt` against the same with
    `--report sheet.html`; medians of the wall time of the whole process.
 3. With `--examples DIR`: the three README images (a text leak of 100 words with one doubled
-   space lost, a screenshot leak of two paragraphs and an inconclusive 35-word leak), each sheet made by the CLI and rendered by headless Chromium at 760 px
-   wide, cropped below its custody block, as palette PNGs.
+   space lost, a screenshot leak of two paragraphs and an inconclusive 35-word leak), each
+   sheet made by the CLI and rendered by headless Chromium at 760 px wide, cropped below its
+   custody block, as palette PNGs.
 
     flock /tmp/bench.lock python bench/evidence_sheet.py [--recipients 1000] [--rounds 15]
         [--cli-rounds 7] [--examples docs]

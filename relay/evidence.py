@@ -51,15 +51,20 @@ class Custody:
     decoded_at: str  # UTC, ISO 8601
 
 
+def _named_input(name: str) -> str:
+    return "(standard input)" if name == "-" else name
+
+
 def text_source(name: str, data: bytes, text: str) -> Source:
-    """`text` is `data` decoded as decode decoded it."""
+    """`text` is `data` decoded as decode decoded it; name "-" is standard input."""
     cleaned, spans = excerpt_spans(text)
-    return Source(name, hashlib.sha256(data).hexdigest(), len(data), "text", cleaned, spans)
+    return Source(_named_input(name), hashlib.sha256(data).hexdigest(), len(data), "text",
+                  cleaned, spans)
 
 
 def image_source(name: str, data: bytes, words: Sequence[OcrWord]) -> Source:
     """`words`: the OCR words decode classified (ocr.run_tesseract of `data`)."""
-    src = Source(name, hashlib.sha256(data).hexdigest(), len(data), "screenshot",
+    src = Source(_named_input(name), hashlib.sha256(data).hexdigest(), len(data), "screenshot",
                  boxes=unit_boxes(words))
     try:
         from PIL import Image

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import html
 import io
 import json
@@ -356,3 +357,17 @@ def test_one_in(p: float, words: str) -> None:
 def test_fmt_p() -> None:
     assert [fmt_p(p) for p in (0.0036, 1e-6, 1.0, 3.14e-11)] == ["0.0036", "1.0e-06", "1",
                                                                  "3.1e-11"]
+
+
+def test_standard_input_is_named_so_and_hashed(logged: Logged) -> None:
+    text = words_window(logged.plain(logged.recipients[3]), 40, 80).encode()
+    out = logged.tmp / "stdin.html"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "relay", "decode", "--config",
+                        str(logged.tmp / "config.toml"), "--report", str(out), "-"],
+                       input=text, capture_output=True, timeout=300, env=env, check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().startswith("Verdict: IDENTIFIED")  # the text report as before
+    page = out.read_text(encoding="utf-8")
+    assert "(standard input) (text, " in page
+    assert hashlib.sha256(text).hexdigest() in page
