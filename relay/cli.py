@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--db", type=Path)
     d.add_argument("--json", action="store_true", help="one JSON object on stdout")
     d.add_argument("--image", action="store_true", help="the input is a screenshot")
+    d.add_argument("--report", type=Path, metavar="FILE.html",
+                   help="also write the evidence sheet: one self-contained HTML file")
     d.add_argument("files", nargs="*", metavar="FILE", help="suspect text or image; - for stdin")
 
     r = sub.add_parser("rotate-key", help="append a new signing key (old keys still decode)")
@@ -99,21 +102,45 @@ def _read_input(name: str, binary: bool) -> bytes:
         raise UsageError(f"{name}: cannot read: {e.strerror}") from None
 
 
-def _excerpt(name: str, data: bytes, image: bool, cfg: Config) -> list:
+def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
+             sources: list | None = None) -> list:
+    """The excerpt's words; with `sources`, also appends what the evidence sheet shows of it."""
     from .tokens import excerpt_words
 
     if image:
-        from .ocr import OcrUnavailable, read_image
+        from .ocr import OcrUnavailable, classify_gaps, read_image, run_tesseract
 
         try:
-            return read_image(data, cfg.ocr_languages)
+            if sources is None:
+                return read_image(data, cfg.ocr_languages)
+            words = run_tesseract(data, cfg.ocr_languages)  # read_image, keeping the boxes
         except OcrUnavailable as e:
             raise CannotRun(str(e)) from None
+        from .evidence import image_source
+
+        sources.append(image_source(name, data, words))
+        return classify_gaps(words)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
+    if sources is not None:
+        from .evidence import text_source
+
+        sources.append(text_source(name, data, text))
     return excerpt_words(text)
+
+
+def _write_sheet(path: Path, page: str) -> None:
+    """Mode 0600 when created: the sheet names recipients."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise UsageError(f"relay decode: --report {path}: cannot write: {e.strerror}") from None
 
 
 def _fmt_p(p: float) -> str:
@@ -173,6 +200,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .store import Store
 
     cfg = _load(args)
+    decoded_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if args.report is not None and not args.report.parent.resolve().is_dir():
+        raise UsageError(f"relay decode: --report {args.report}: no such directory")
     names = args.files or ["-"]
     if names.count("-") > 1:
         raise UsageError("relay decode: standard input can be read only once")
@@ -188,11 +218,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
         keyring = keys.load(cfg.key_file)
     except keys.KeyError_ as e:
         raise CannotRun(str(e)) from None
-    excerpts = [_excerpt(n, data, img, cfg) for n, data, img in inputs]
+    sources: list | None = [] if args.report is not None else None
+    excerpts = [_excerpt(n, data, img, cfg, sources) for n, data, img in inputs]
     try:
-        rep = decode(excerpts, store, keyring, cfg.threshold).as_json()
+        result = decode(excerpts, store, keyring, cfg.threshold)
     except StoreError as e:
         raise CannotRun(str(e)) from None
+    rep = result.as_json()
+    if args.report is not None and sources is not None:
+        from .evidence import Custody, render
+
+        _write_sheet(args.report, render(result, sources, Custody(
+            __version__, str(Path(cfg.db_path).resolve()), decoded_at)))
     if args.json:
         print(json.dumps(rep, ensure_ascii=False))
     else:

@@ -59,6 +59,41 @@ class Evidence:
     bits: list[int]
     matched_words: int
     words: int
+    at: list[int] = field(default_factory=list)  # per read gap: the excerpt word it follows
+
+
+@dataclass
+class GapRead:
+    """One gap read in one excerpt, for the evidence sheet and `gaps` in --json: the gap after
+    excerpt word `word`, the bit it shows, and the named (top) recipient's bit there. `counted`:
+    part of that recipient's bits_observed (not a repeat of a carrier read elsewhere, nor read
+    differently by two excerpts, nor of a message that recipient did not receive)."""
+
+    excerpt: int
+    word: int
+    cls: int
+    observed: int
+    named: int | None
+    counted: bool
+    between: tuple[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"excerpt": self.excerpt, "word": self.word,
+                "class": "sentence" if self.cls == SENTENCE else "word",
+                "observed": self.observed, "named": self.named, "counted": self.counted,
+                "between": list(self.between)}
+
+
+@dataclass
+class Detail:
+    """What the evidence sheet shows beyond --json: every scored recipient's (observed,
+    matching) counts best first (no names, no bits), the false-match probability a copy agreeing
+    at every read gap would get, and the message's sender and key id."""
+
+    spread: list[tuple[int, int]] = field(default_factory=list)
+    perfect: float | None = None
+    sender: str | None = None
+    key_id: str | None = None
 
 
 @dataclass
@@ -71,6 +106,8 @@ class Report:
     recipients: int = 0
     threshold: float = 1e-6
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[GapRead] = field(default_factory=list)
+    detail: Detail = field(default_factory=Detail)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +119,7 @@ class Report:
             "recipients_scored": self.recipients,
             "threshold": self.threshold,
             "provenance": self.provenance,
+            "gaps": [g.as_json() for g in self.gaps],
         }
 
 
@@ -124,13 +162,14 @@ def _found(a: Alignment, words: int) -> bool:
             or a.longest_stretch() >= MIN_STRETCH)
 
 
-def _reading(fits: Sequence[_Fit], code: MessageCode) -> list[tuple[bytes, int, int]]:
+def _reading(fits: Sequence[_Fit], code: MessageCode) -> list[tuple[bytes, int, int, int]]:
     """The (carrier key, class, bit) the excerpt shows of one message. Of the documents it
     fits (text/plain and its text/html alternative usually both do, word for word), the gaps
     read are those that mean the same in every one: a gap is a carrier of the same class in
     all of them. Which rendering was copied is not known, and choosing by the bits a rendering
     reads, or by how a recipient scores, would bias the verdict: a plain line end joined by a
-    paste reads as a single space, which the HTML rendering would count as its carrier."""
+    paste reads as a single space, which the HTML rendering would count as its carrier.
+    Each is returned with the excerpt word the gap follows."""
     best = max(fits, key=lambda f: f.alignment.matched)
     meaning: dict[bytes, int] | None = None
     for f in fits:
@@ -138,6 +177,7 @@ def _reading(fits: Sequence[_Fit], code: MessageCode) -> list[tuple[bytes, int, 
         meaning = cls_of if meaning is None else {
             c: cls for c, cls in meaning.items() if cls_of.get(c) == cls}
     assert meaning is not None
+    at = {m: k for k, m in enumerate(best.alignment.mapping) if m is not None}
     out = []
     for g, bit in best.alignment.observed:
         c, cls = best.ckeys[g], best.doc.classes[g]
@@ -146,7 +186,7 @@ def _reading(fits: Sequence[_Fit], code: MessageCode) -> list[tuple[bytes, int, 
         # a sentence carrier whose key is a word carrier elsewhere in the message would share
         # its stream value with a block: left out, so carriers stay independent
         if cls == WORD or (cls == SENTENCE and code.in_block(c) is None):
-            out.append((c, cls, bit))
+            out.append((c, cls, bit, at[g]))
     return out
 
 
@@ -175,9 +215,9 @@ def _matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
         most = max(f.alignment.matched for f in fs)
         fitting = [f for f in fs if f.alignment.matched >= FIT * most]
         read = _reading(fitting, codes[identity])
-        out.append(Evidence(identity, codes[identity], [c for c, _, _ in read],
-                            [cls for _, cls, _ in read], [b for _, _, b in read],
-                            most, len(words)))
+        out.append(Evidence(identity, codes[identity], [r[0] for r in read],
+                            [r[1] for r in read], [r[2] for r in read],
+                            most, len(words), [r[3] for r in read]))
     out.sort(key=lambda ev: (ev.matched_words, len(ev.bits)), reverse=True)
     return out
 
@@ -291,8 +331,8 @@ def _seed(log: Log, later: str, earlier: str, keyring: Keyring,
             continue
         most = max(f.alignment.matched for f in fits)
         read = _reading([f for f in fits if f.alignment.matched >= FIT * most], code)
-        ev = Evidence(earlier, code, [c for c, _, _ in read], [k for _, k, _ in read],
-                      [b for _, _, b in read], most, len(hashes))
+        ev = Evidence(earlier, code, [r[0] for r in read], [r[1] for r in read],
+                      [r[2] for r in read], most, len(hashes))
         rcpts = log.recipients(earlier)
         if not ev.bits or not rcpts:
             continue
@@ -334,6 +374,48 @@ def _provenance(log: Log, keyring: Keyring, derived: Derived, main: str,
     return out
 
 
+def _gap_list(picked: Sequence[Evidence | None], excerpts: Sequence[Sequence[ExcerptWord]],
+              log: Log, top: str | None) -> list[GapRead]:
+    """Every gap read in every excerpt (of the message it was scored against), with the named
+    recipient's bit there. Counted as the scoring counts: with one excerpt every read gap; with
+    several, as _merge pools them (a carrier once per message, and not at all where two
+    excerpts read it differently)."""
+    pooled = len(excerpts) > 1
+    first: dict[tuple[str, bytes], tuple[int, int]] = {}
+    bad: set[tuple[str, bytes]] = set()
+    for ev in picked:
+        for ck, cls, b in zip(ev.ckeys, ev.classes, ev.bits, strict=True) if ev else ():
+            if first.setdefault((ev.identity, ck), (cls, b)) != (cls, b):
+                bad.add((ev.identity, ck))
+    counted: set[tuple[str, bytes]] = set()
+    out = []
+    for i, ev in enumerate(picked):
+        if ev is None:
+            continue
+        named: list[int | None] = [None] * len(ev.bits)
+        if top is not None and top in log.recipients(ev.identity):
+            named = list(ev.code.bits(top, ev.ckeys, ev.classes))
+        words = excerpts[i]
+        for ck, cls, b, k, nb in zip(ev.ckeys, ev.classes, ev.bits, ev.at, named, strict=True):
+            key = (ev.identity, ck)
+            ok = nb is not None and (not pooled or (key not in bad and key not in counted))
+            counted.add(key)
+            out.append(GapRead(i, k, cls, b, nb, ok, (words[k].norm, words[k + 1].norm)))
+    return out
+
+
+def _perfect(chosen: Sequence[Evidence], n: int) -> float:
+    """The false-match probability of a copy agreeing with every gap read: above the threshold,
+    no copy could have been named from this evidence."""
+    rates: list[float] = []
+    pmfs: list[list[float]] = []
+    for ev in chosen:
+        r, p = _null(ev)
+        rates += r
+        pmfs += p
+    return family_wise(p_at_most(rates, 0, pmfs), n)
+
+
 def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring,
            threshold: float = 1e-6, derived: Derived | None = None) -> Report:
     """One or several excerpts -> verdict. With several, each excerpt contributes the message it
@@ -362,9 +444,12 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
         trials.sort(key=lambda t: t[0])
         _, ev, cands = trials[0]
         main = ev.identity
+        picked: list[Evidence | None] = [ev]
+        chosen = [ev]
         others = [_meta(log, e.identity) | {"recipients": len(log.recipients(e.identity))}
                   for _, e, _c in trials[1:]]
     else:
+        picked = [f[0] if f else None for f in found]
         chosen = _merge([f[0] for f in found if f])
         rcpt_lists = [log.recipients(ev.identity) for ev in chosen]
         total = len({r for lst in rcpt_lists for r in lst})
@@ -372,6 +457,9 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
         ids = list(dict.fromkeys(ev.identity for ev in chosen))
         main = ids[0]
         others = [_meta(log, i) for i in ids[1:]]
+    detail = Detail([(c.bits_observed, c.bits_matching) for c in cands],
+                    _perfect(chosen, total), log.message(main).get("sender"),
+                    log.message(main).get("key_id"))
     cands = cands[:MAX_CANDIDATES]
     for c in cands:
         c.false_match_probability = family_wise(c.p_value, total)
@@ -388,4 +476,6 @@ def decode(excerpts: Sequence[Sequence[ExcerptWord]], log: Log, keyring: Keyring
             and (prov["from_copy_of"] or "").lower() == cands[0].recipient.lower())
         if prov["explains_top_candidate"]:
             verdict = "inconclusive"
-    return Report(verdict, _meta(log, main), cands, others, info, total, threshold, provenance)
+    gaps = _gap_list(picked, excerpts, log, cands[0].recipient if cands else None)
+    return Report(verdict, _meta(log, main), cands, others, info, total, threshold, provenance,
+                  gaps, detail)

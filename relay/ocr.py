@@ -636,3 +636,12 @@ def classify_gaps(words: Sequence[OcrWord]) -> list[ExcerptWord]:
     """Units of the OCR words (glued as tokens.excerpt_words glues them) with the bit each
     following gap shows: 0 single, 1 doubled, None not read (line end, unsure)."""
     return [ExcerptWord(g.norm, g.gap_after, g.joined) for g in classify_detailed(words)]
+
+
+def unit_boxes(words: Sequence[OcrWord]) -> list[tuple[str, OcrWord, OcrWord]]:
+    """For each unit classify_gaps returns (same order): its text as read, and the OCR words
+    at its left and right edges (where the evidence sheet draws the gaps)."""
+    toks = _tokens(_lines(words))
+    units = group_units([t.text for t in toks])
+    return [(" ".join(t.text for t in toks[u.first:u.last + 1]), toks[u.first].first,
+             toks[u.last].last) for u in units]

@@ -126,12 +126,23 @@ def clean_excerpt(text: str, mark: str = "") -> str:
     return re.sub(r"(\w)-[ \t]*\n[ \t]*(?=[a-zà-ÿ])", rf"\1-{mark}", text)
 
 
-def excerpt_words(text: str) -> list[ExcerptWord]:
-    """Tokenise suspect text into units with the bit each following gap shows."""
+def _layout(text: str) -> tuple[str, list[re.Match[str]], list[Unit]]:
     text = clean_excerpt(text.replace(JOIN_MARK, ""), JOIN_MARK)
     matches = list(RAW_TOKEN.finditer(text))
+    return text, matches, group_units([m.group() for m in matches])
+
+
+def excerpt_spans(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The text as excerpt_words reads it (cleaned, JOIN_MARK where a hyphenated word was
+    joined) and, for each of its units, where it stands in that text (start, end)."""
+    text, matches, units = _layout(text)
+    return text, [(matches[u.first].start(), matches[u.last].end()) for u in units]
+
+
+def excerpt_words(text: str) -> list[ExcerptWord]:
+    """Tokenise suspect text into units with the bit each following gap shows."""
+    text, matches, units = _layout(text)
     raw = [m.group() for m in matches]
-    units = group_units(raw)
     out: list[ExcerptWord] = []
     for k, u in enumerate(units):
         gap: int | None = None

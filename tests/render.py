@@ -6,6 +6,7 @@ JPEG when the output name ends in .jpg (its own encoder, default quality).
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import shutil
@@ -110,3 +111,60 @@ def page_height(n_lines: int, *, font_px: int, margin: int = 40) -> int:
     """A window height (CSS px) tall enough for `n_lines` lines of text (at least 200: headless
     Chromium paints only the first line or so of a window 120 px tall or less)."""
     return max(200, margin + math.ceil(n_lines * font_px * 1.4))
+
+
+OFFLINE_FLAGS = ("--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND")
+
+
+@functools.cache
+def _no_network() -> tuple[str, ...]:
+    """A command prefix that runs a program with no network at all (a network namespace of its
+    own, as root), or () where this process may not make one."""
+    try:
+        ok = subprocess.run(["unshare", "--net", "true"], capture_output=True,
+                            check=False).returncode == 0
+    except OSError:
+        ok = False
+    return ("unshare", "--net") if ok else ()
+
+
+def _chromium(page: str, flags: list[str], out_name: str | None, timeout: float,
+              offline: bool) -> bytes:
+    """Run headless Chromium on `page` with `flags` ({out} = the output file). offline: with no
+    network (its own network namespace where possible; always a dead proxy and no DNS)."""
+    exe = chromium_path()
+    if exe is None:
+        raise FileNotFoundError("chromium not found")
+    with tempfile.TemporaryDirectory(prefix="render-") as tmp:
+        src = Path(tmp, "page.html")
+        src.write_text(page, encoding="utf-8")
+        out = Path(tmp, out_name) if out_name else None
+        cmd = [*(_no_network() if offline else ()), exe, *CHROMIUM_FLAGS,
+               *(OFFLINE_FLAGS if offline else ()), f"--user-data-dir={Path(tmp, 'profile')}",
+               *[f.format(out=out) for f in flags], src.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if out is None:
+            return proc.stdout
+        if not out.exists():
+            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"chromium wrote no {out_name} (exit {proc.returncode}): {tail}")
+        return out.read_bytes()
+
+
+def screenshot(page: str, *, width: int, height: int, offline: bool = False,
+               timeout: float = 90) -> bytes:
+    """PNG of `page` in a width x height window (CSS px, scale 1)."""
+    return _chromium(page, ["--screenshot={out}", f"--window-size={width},{height}",
+                            "--force-device-scale-factor=1"], "shot.png", timeout, offline)
+
+
+def print_pdf(page: str, *, offline: bool = False, timeout: float = 90) -> bytes:
+    """Print `page` to PDF as a browser's print dialog would (paper size from its @page rule,
+    else Chromium's default), without headers and footers."""
+    return _chromium(page, ["--print-to-pdf={out}", "--no-pdf-header-footer"], "page.pdf",
+                     timeout, offline)
+
+
+def dump_dom(page: str, *, offline: bool = False, timeout: float = 60) -> str:
+    """The DOM Chromium built from `page`, serialised (what was parsed, not the source)."""
+    return _chromium(page, ["--dump-dom"], None, timeout, offline).decode("utf-8", "replace")

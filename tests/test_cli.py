@@ -66,6 +66,13 @@ def test_decode_missing_input_and_missing_database(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+def test_decode_report_into_a_missing_directory_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "leak.txt").write_text("some words")
+    p = run("decode", "--db", str(tmp_path / "none.db"), "--report",
+            str(tmp_path / "no" / "sheet.html"), str(tmp_path / "leak.txt"))
+    one_line_error(p, 2, "--report", "no such directory")
+
+
 def prose() -> list[str]:
     text = Path("/usr/share/common-licenses/GPL-3").read_text()
     paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]

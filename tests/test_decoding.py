@@ -749,3 +749,71 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     assert rep2.verdict == "inconclusive" and rep2.candidates[0].recipient == x
     assert rep2.provenance[0]["from_copy_of"] == x
     assert rep2.provenance[0]["sender"] == "assistant@example.com"
+
+
+# --- what the evidence sheet is made of ------------------------------------------------------
+
+
+def test_gaps_say_where_each_read_gap_is(big: tuple[MemLog, Logged]) -> None:
+    log, m = big
+    leaker = m.recipients[321]
+    ex = window(m.copy_for(leaker), 300, 100)
+    ex = ex.replace("  ", " ", 2)  # two doubled gaps lost: two disagreements
+    words = excerpt_words(ex)
+    rep = decode([words], log, RING, THRESHOLD)
+    top = rep.candidates[0]
+    assert top.recipient == leaker
+    assert len(rep.gaps) == top.bits_observed and all(g.counted for g in rep.gaps)
+    assert len({g.word for g in rep.gaps}) == len(rep.gaps)
+    for g in rep.gaps:
+        assert g.excerpt == 0
+        assert words[g.word].gap_after == g.observed
+        assert g.between == (words[g.word].norm, words[g.word + 1].norm)
+    assert sum(g.named == g.observed for g in rep.gaps) == top.bits_matching
+    assert top.bits_observed - top.bits_matching == 2
+    assert rep.as_json()["gaps"][0] == rep.gaps[0].as_json()
+    # every recipient's counts, best first, and no names
+    assert len(rep.detail.spread) == 1000
+    assert rep.detail.spread[:MAX_CANDIDATES] == [(c.bits_observed, c.bits_matching)
+                                                  for c in rep.candidates]
+    assert rep.detail.sender == "boss@example.com" or rep.detail.sender is None
+    assert rep.detail.key_id == "k1"
+    # a copy agreeing at every read gap would have done better than the leaker's here
+    assert rep.detail.perfect is not None and rep.detail.perfect < top.false_match_probability
+
+
+def test_perfect_match_probability_is_the_leakers_when_nothing_disagrees(
+        big: tuple[MemLog, Logged]) -> None:
+    log, m = big
+    leaker = m.recipients[5]
+    rep = decode([excerpt_words(window(m.copy_for(leaker), 900, 40))], log, RING, THRESHOLD)
+    top = rep.candidates[0]
+    assert top.bits_matching == top.bits_observed
+    assert rep.detail.perfect == top.false_match_probability
+    assert rep.verdict == "inconclusive" and rep.detail.perfect > THRESHOLD
+
+
+def test_gaps_of_pooled_excerpts_count_as_the_score_does() -> None:
+    log = MemLog()
+    people = staff(200)
+    a = log.add(GPL, people, subject="first")
+    b = log.add(APACHE, people[:150] + ["only-b@example.com"], subject="second")
+    leaker = people[42]
+    ea1 = excerpt_words(window(a.copy_for(leaker), 100, 60))
+    ea2 = excerpt_words(window(a.copy_for(leaker), 130, 60))  # 30 words in common with ea1
+    eb = excerpt_words(window(b.copy_for(leaker), 200, 50))
+    rep = decode([ea1, ea2, eb], log, RING, THRESHOLD)
+    top = rep.candidates[0]
+    assert top.recipient == leaker
+    assert sum(g.counted for g in rep.gaps) == top.bits_observed
+    assert [sum(g.excerpt == i for g in rep.gaps) for i in range(3)] == [
+        e["bits_observed"] for e in rep.excerpts]
+    repeats = [g for g in rep.gaps if not g.counted]
+    assert repeats and all(g.excerpt == 1 for g in repeats)
+    assert all(g.named is not None for g in rep.gaps)
+    # an outsider to the first message: its gaps are read but not theirs to count
+    rep2 = decode([excerpt_words(window(b.copy_for("only-b@example.com"), 200, 120)),
+                   ea1], log, RING, THRESHOLD)
+    assert rep2.candidates[0].recipient == "only-b@example.com"
+    assert all(g.named is None and not g.counted for g in rep2.gaps if g.excerpt == 1)
+    assert sum(g.counted for g in rep2.gaps) == rep2.candidates[0].bits_observed

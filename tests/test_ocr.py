@@ -31,6 +31,7 @@ from relay.ocr import (
     UnreadableImage,
     classify_detailed,
     classify_gaps,
+    unit_boxes,
 )
 from relay.tokens import ExcerptWord, excerpt_words, group_units, is_sentence_gap
 
@@ -159,6 +160,17 @@ def test_classify_joins_a_word_hyphenated_across_lines() -> None:
     assert [w.gap_after for w in out] == [0, 0, None]
     assert [w.joined for w in out] == [False, True, False]
     assert excerpt_words("our forecast-\ning model") == out
+    assert [(t, a.text, b.text) for t, a, b in unit_boxes(words)] == [
+        ("our", "our", "our"), ("forecast-ing", "forecast-", "ing"), ("model", "model", "model")]
+
+
+def test_unit_boxes_follow_the_units_classify_reads() -> None:
+    words = boxes([[("Hello", SINGLE), ("«", SINGLE), ("world", DOUBLED), ("»", SINGLE),
+                    ("again.", 0)], [("Next", SINGLE), ("line", 0)]])
+    units = unit_boxes(words)
+    assert len(units) == len(classify_gaps(words))
+    assert [t for t, _, _ in units] == ["Hello", "« world »", "again.", "Next", "line"]
+    assert [(a.text, b.text) for _, a, b in units][1] == ("«", "»")
 
 
 def test_classify_justified_lines() -> None:

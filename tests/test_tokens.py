@@ -7,8 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.tokens import (
+    JOIN_MARK,
     ExcerptWord,
     clean_excerpt,
+    excerpt_spans,
     excerpt_words,
     group_units,
     is_address_like,
@@ -280,3 +282,20 @@ def test_excerpt_words_roundtrip(parts: list[tuple[str, str]]) -> None:
     expect = [{" ": 0, "  ": 1, "\u00a0 ": 1}.get(ws) for _, ws in parts]
     expect[-1] = None
     assert [w.gap_after for w in got] == expect
+
+
+@pytest.mark.parametrize("text", [
+    "Hello  world. Next\r\nline «  quoted » here",
+    "our forecast-\ning model, e.g. this: (one)  two",
+    "  leading and trailing  \n",
+    "",
+])
+def test_excerpt_spans_locate_the_units_excerpt_words_reads(text: str) -> None:
+    cleaned, spans = excerpt_spans(text)
+    words = excerpt_words(text)
+    assert len(spans) == len(words)
+    assert [norm(cleaned[a:b]) for a, b in spans] == [w.norm for w in words]
+    assert all(b <= a2 for (_, b), (a2, _) in zip(spans, spans[1:], strict=False))
+    for (_, b), (a2, _), w in zip(spans, spans[1:], words, strict=False):
+        gap = cleaned[b:a2].replace(JOIN_MARK, "")
+        assert read_gap(gap) == w.gap_after or w.gap_after is None
