@@ -5,7 +5,10 @@ its units (normalised words, for alignment) and, for each gap between consecutiv
 it is a carrier and of which class. Rules (see README, "How it works"):
 - a carrier is a run of one or two ASCII spaces between two words on the same line;
 - never at a line end, never next to a URL or e-mail address, never between two number groups;
-- none in quoted lines ('>'), after a signature separator ('-- '), in lines too long to grow;
+- none in quoted lines ('>') or after a signature separator ('-- '); long lines carry like any
+  other (fingerprint keeps a 7bit/8bit line under 998 octets; QP and base64 re-wrap);
+- in HTML, a gap whose spaces come from two text nodes around inline markup (`foo <b> bar`)
+  renders as one word gap and carries in its first space;
 - in HTML: only in text nodes outside pre, code, tt, kbd, samp, textarea, script, style, head,
   title, blockquote and elements whose class or id names a quote or signature.
 """
@@ -26,7 +29,12 @@ from .tokens import (
 
 NONE, SENTENCE, WORD = 0, 1, 2
 SIG_LINE = re.compile(r"(?m)^[ \t\u00a0]*--[ \u00a0]?\r?$")
-MAX_CARRIER_LINE = 900  # characters; a longer line keeps its bytes
+MAX_CARRIER_LINE = 900  # characters: the longest carrier line under the rules before RULES 1
+# Carrier rules a message was signed with (logged with it, so a retry re-prepares it the same
+# way): 0 = lines over MAX_CARRIER_LINE never carry, a gap split by inline HTML markup never
+# carries, MIME read as relay.mime alone reads it; 1 = long lines carry, split gaps carry, and a
+# message whose MIME structure readers could disagree about is left whole (mime.analyse).
+RULES = 1
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,16 @@ class Layout:
         return [(i, g) for i, g in enumerate(self.gaps) if g.cls != NONE]
 
 
+def _split_spaces(ws: str, offsets: list[int], a: int, source: str) -> bool:
+    """Rendered whitespace of spaces only, each from a source space, not contiguous in the
+    source (text nodes around inline markup: `foo <b> bar`): HTML renders it as one gap."""
+    return (len(ws) <= 4 and ws == " " * len(ws)
+            and all(offsets[i] >= 0 and source[offsets[i]] == " " for i in range(a, a + len(ws)))
+            and offsets[a + 1] != offsets[a] + 1)
+
+
 def _layout(kind: str, rendered: str, offsets: list[int], source: str,
-            blocked: list[bool]) -> Layout:
+            blocked: list[bool], split: bool = False) -> Layout:
     """Units and carriers of a rendered text whose character i came from source[offsets[i]]
     (-1: synthetic line break); blocked[i] marks characters in excluded regions."""
     sig = SIG_LINE.search(rendered)
@@ -64,11 +80,13 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         ltok, rtok = raw[left.last], raw[right.first]
         ws = rendered[a:b]
         src_a = offsets[a]
+        if split and len(ws) > 1 and _split_spaces(ws, offsets, a, source):
+            ws = " "  # the first space carries; the browser collapses the others into it
         if (
             right.first == left.last + 1
             and ws in (" ", "  ")
             and src_a >= 0
-            and offsets[b - 1] == src_a + len(ws) - 1
+            and offsets[a + len(ws) - 1] == src_a + len(ws) - 1
             and source[src_a:src_a + len(ws)] == ws
             and not any(blocked[matches[left.last].start():matches[right.first].end()])
             and not is_address_like(ltok) and not is_address_like(rtok)
@@ -86,14 +104,15 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
 QUOTED = re.compile(r"^[ \t]*>")
 
 
-def analyse_plain(text: str) -> Layout:
+def analyse_plain(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/plain body (format=flowed or fixed; the rules are the same, since a
-    carrier never touches a line end)."""
+    carrier never touches a line end). `rules` 0: lines over MAX_CARRIER_LINE never carry."""
     blocked = [False] * len(text)
+    longest = MAX_CARRIER_LINE if rules < 1 else len(text)
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if QUOTED.match(body) or len(body) > MAX_CARRIER_LINE:
+        if QUOTED.match(body) or len(body) > longest:
             for i in range(pos, pos + len(line)):
                 blocked[i] = True
         pos += len(line)
@@ -123,9 +142,10 @@ VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embe
         "source", "track", "wbr"}
 
 
-def analyse_html(text: str) -> Layout:
+def analyse_html(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/html body: rendered text of the text nodes, carriers written so that a
-    browser shows them (see embed: NBSP + space)."""
+    browser shows them (see embed: NBSP + space). `rules` 0: a gap whose spaces come from two
+    text nodes never carries."""
     rendered: list[str] = []
     offsets: list[int] = []
     blocked: list[bool] = []
@@ -195,4 +215,4 @@ def analyse_html(text: str) -> Layout:
             continue
         stack.append((name, excluded))
         depth_excluded += excluded
-    return _layout("html", "".join(rendered), offsets, text, blocked)
+    return _layout("html", "".join(rendered), offsets, text, blocked, split=rules >= 1)

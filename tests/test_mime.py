@@ -766,4 +766,6 @@ def test_property_garbage_never_raises(blob: bytes) -> None:
 
 
 def test_module_exports() -> None:
-    assert set(mime.__all__) == {"TextPart", "UnsafeEdit", "render", "text_parts"}
+    assert set(mime.__all__) == {"TextPart", "UnsafeEdit", "render", "text_parts", "analyse",
+                                 "Analysis", "Ambiguity", "BoundaryLikeLine",
+                                 "MalformedHeaderLine", "OtherStructure", "ParserDefect"}
