@@ -483,7 +483,8 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
     await store.open()
     try:
         await store.call("record_message", identity="i1", key_id="k1", word_rate=1 / 6,
-                         block=48, block_cut=1, carrier_rules=1, sender="boss@example.com", message_id=None,
+                         block=48, block_cut=1, carrier_rules=1,
+                         sender="boss@example.com", message_id=None,
                          subject=None, date=None, size=1, documents=[], doc_shingles=[])
         await store.call("add_copies", "i1", ["a@example.com", "b@example.com", "c@example.com"])
         fut = store.submit_copy("i1", "a@example.com", Outcome(ACCEPTED, "250 ok"))

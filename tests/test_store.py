@@ -15,7 +15,8 @@ from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
 
 def record(s: Store, identity: str) -> None:
     s.record_message(identity=identity, key_id="k1", word_rate=0.15, block=48,
-                     block_cut=1, carrier_rules=1, sender="a@example.com", message_id="<m@x>", subject="s",
+                     block_cut=1, carrier_rules=1,
+                     sender="a@example.com", message_id="<m@x>", subject="s",
                      date=None, size=10, documents=[("1", "plain", b"\0" * 16, b"\1")],
                      doc_shingles=[[1, 2, 3]])
 
