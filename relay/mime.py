@@ -97,7 +97,10 @@ class ParserDefect(Ambiguity):
 
 
 class OtherStructure(Ambiguity):
-    """Python's email package reads another MIME tree or another text body."""
+    """Readers see another MIME tree, text body or parameter.
+
+    The email package reads another tree or body than relay.mime, or a parameter is repeated
+    (the email package takes the first, other readers the last)."""
 
 
 class BoundaryLikeLine(Ambiguity):
@@ -516,6 +519,11 @@ def _ambiguity(raw: bytes, walker: _Walker) -> Ambiguity | None:
     defects = sorted({type(d).__name__ for p in msg.walk() for d in p.defects})
     if defects:
         return ParserDefect(", ".join(defects))
+    for p in msg.walk():  # first-wins (the email package) or last-wins (others) readers
+        names = [k.strip().lower() for k, _ in (p.get_params() or [])[1:]]
+        for name in ("boundary", "charset", "format", "delsp"):
+            if names.count(name) > 1:
+                return OtherStructure(f"{names.count(name)} {name} parameters")
     bounds = set(walker.boundaries)
     for p in msg.walk():
         b = p.get_boundary() if p.is_multipart() else None
@@ -538,8 +546,11 @@ def _ambiguity(raw: bytes, walker: _Walker) -> Ambiguity | None:
         if leaf is None or leaf.get_content_type() != f"text/{part.subtype}":
             return OtherStructure(f"no text/{part.subtype} at part {_label(part.path)}")
         cte = str(leaf.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        payload = leaf.get_payload()
-        body = payload.encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
+        if cte in IDENTITY_CTES:  # the raw body bytes, as the email package holds them
+            body = leaf.get_payload(decode=True)
+        else:  # quoted-printable and base64 bodies are ASCII (relay.mime checked)
+            payload = leaf.get_payload()
+            body = payload.encode("ascii", "replace") if isinstance(payload, str) else b""
         if cte != part.cte or body != part._body:
             return OtherStructure(f"another body or encoding at part {_label(part.path)}")
         if part.cte == "quoted-printable" and starts and any(s in part._body for s in starts):
