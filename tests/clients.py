@@ -160,7 +160,7 @@ def qp(text: str, charset: str, after_space: bool = True, width: int = 76) -> by
                 enc.append(chr(b))
         cur = ""
         pieces: list[str] = []
-        for k, tok in enumerate(enc):
+        for tok in enc:
             if len(cur) + len(tok) > width - 1:
                 if after_space and " " in cur[-20:]:
                     cut = cur.rfind(" ") + 1

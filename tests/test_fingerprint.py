@@ -11,10 +11,12 @@ import textwrap
 from email.message import EmailMessage
 from pathlib import Path
 
+import clients
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.carriers import analyse_html, analyse_plain
 from relay.decoding import decode
 from relay.fingerprint import prepare
 from relay.keys import Keyring
@@ -182,3 +184,66 @@ def test_unparsable_header_still_fingerprints() -> None:
     p = prepare(raw, "boss@example.com", "k1", KEY, 0.5)
     assert p.meta == {"message_id": None, "subject": None, "date": None}
     assert p.carriers > 0
+
+
+# --- mail as real clients write it (tests/clients.py) ---------------------------------------
+
+SAMPLES = clients.samples()
+
+
+@pytest.mark.parametrize("name, lang, raw", SAMPLES, ids=[s[0] for s in SAMPLES])
+def test_client_shapes_fingerprint_every_rendering(name: str, lang: str, raw: bytes) -> None:
+    """Every client shape carries bits in every rendering it has; each copy differs from the
+    original only in text-body whitespace as the email package reads it, and no rendering
+    changes more than one ordinary word gap in six."""
+    from relay.tokens import is_sentence_gap
+
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert p.ambiguity is None and not p.skipped
+    kinds = {d.kind: sum(1 for c in d.classes if c) for d in p.documents}
+    expected = {"plain"} if name.startswith("plain_b64") else {"plain", "html"}
+    assert set(kinds) == expected and min(kinds.values()) >= 150, kinds
+    copies = {r: p.copy_for(r) for r in (f"user{i}@example.com" for i in range(12))}
+    assert len(set(copies.values())) == len(copies)
+    for c in copies.values():
+        assert clients.whitespace_only(raw, c) is None
+        assert all(len(line) <= 998 for line in c.split(b"\r\n"))
+        for render in (clients.plain_rendering, clients.html_rendering):
+            orig = render(raw)
+            if orig is None:
+                continue
+            gaps, changed = clients.word_gap_share(orig, render(c), is_sentence_gap)
+            assert gaps >= 150 and 0 < changed and 6 * changed <= gaps, (render, gaps, changed)
+
+
+def test_outlook_paragraph_lines_carry_under_the_current_rules() -> None:
+    """Outlook's plain text (one quoted-printable line per paragraph, 900-2,000 characters)
+    carried nothing under carrier rules 0; it carries like the HTML now."""
+    raw = clients.build("outlook", clients.prose("en", 4, long=True), charset="utf-8")
+    old = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
+    new = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert [d.kind for d in old.documents] == ["html"]
+    plain = [d for d in new.documents if d.kind == "plain"]
+    assert plain and sum(1 for c in plain[0].classes if c) > 500
+    assert new.rules == 1 and new.log_entry("ceo@example.com")["carrier_rules"] == 1
+
+
+@pytest.mark.parametrize("kind", ["plain", "html"])
+def test_long_8bit_line_carries_as_many_bits_as_fit_under_998_octets(kind: str) -> None:
+    """A 7bit/8bit line cannot be re-wrapped: it carries as many bits as stay under 998 octets
+    with every carrier doubled (in HTML a doubled gap grows by 6, `&nbsp; `)."""
+    words = " ".join(clients.prose("en", 3))
+    line = words[:950].rsplit(" ", 1)[0]
+    body = f"<p>{line}</p>" if kind == "html" else line
+    raw = (f"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
+           f"Content-Type: text/{kind}; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit"
+           f"\r\n\r\n{body}\r\nshort second line with a few gaps\r\n").encode()
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    grow = 6 if kind == "html" else 1
+    room = 998 - len(body)
+    on_line = sum(1 for c in p.documents[0].classes[:len(line.split()) - 1] if c)
+    unlimited = len((analyse_html(body) if kind == "html" else analyse_plain(body)).carriers())
+    assert unlimited > room // grow and on_line == room // grow
+    worst = p._render([1] * p.carriers)
+    assert max(len(x) for x in worst.split(b"\r\n")) <= 998
+    assert clients.whitespace_only(raw, worst) is None
