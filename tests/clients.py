@@ -123,12 +123,13 @@ def pool(lang: str) -> list[str]:
     return _POOLS[lang]
 
 
-def prose(lang: str, n: int, start: int = 0, long: bool = False) -> list[str]:
-    """n paragraphs of real prose from `start` on (cycling); long: each of 900-2,000
-    characters (consecutive source paragraphs joined, as one typed paragraph)."""
+def take(lang: str, n: int, cursor: int = 0, long: bool = False) -> tuple[list[str], int]:
+    """n paragraphs of real prose from source paragraph `cursor` on (cycling), and the cursor
+    after them (so that several messages can be drawn without sharing a sentence); long: each
+    of 900-2,000 characters (consecutive source paragraphs joined, as one typed paragraph)."""
     src = pool(lang)
     out: list[str] = []
-    i = start
+    i = cursor
     while len(out) < n:
         p = src[i % len(src)]
         i += 1
@@ -140,7 +141,11 @@ def prose(lang: str, n: int, start: int = 0, long: bool = False) -> list[str]:
                 cut = p.rfind(". ", 900, 2000)
                 p = p[:cut + 1] if cut > 0 else p[:2000].rsplit(" ", 1)[0]
         out.append(p)
-    return out
+    return out, i
+
+
+def prose(lang: str, n: int, start: int = 0, long: bool = False) -> list[str]:
+    return take(lang, n, start, long)[0]
 
 
 # --- encodings --------------------------------------------------------------------------------
