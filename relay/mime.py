@@ -531,14 +531,10 @@ def _ambiguity(raw: bytes, walker: _Walker) -> Ambiguity | None:
             bounds.add(b.encode("latin-1", "replace"))
     starts = tuple(b"--" + b for b in bounds)
     if starts:
-        pos = 0
-        n = len(raw)
-        while pos < n:
-            nl = raw.find(b"\n", pos)
-            end = n if nl < 0 else nl + 1
-            if raw.startswith(starts, pos) and pos not in walker.delimiters:
-                return BoundaryLikeLine(f"at byte {pos}")
-            pos = end
+        like = re.compile(rb"(?m)^(?:" + b"|".join(re.escape(x) for x in starts) + rb")")
+        for m in like.finditer(raw):
+            if m.start() not in walker.delimiters:
+                return BoundaryLikeLine(f"at byte {m.start()}")
     leaves: dict[str, email.message.Message] = {}
     _email_leaves(msg, "", leaves)
     for part in walker.parts:
