@@ -247,3 +247,24 @@ def test_long_8bit_line_carries_as_many_bits_as_fit_under_998_octets(kind: str) 
     worst = p._render([1] * p.carriers)
     assert max(len(x) for x in worst.split(b"\r\n")) <= 998
     assert clients.whitespace_only(raw, worst) is None
+
+
+def test_parser_differential_message_is_left_whole() -> None:
+    """bench/fuzz_mime.py's parser-differential class: a `Name :` header line ends the header
+    block for the email package, which then reads the whole MIME structure as one text/plain
+    body; a re-encoded base64 part inside it differed beyond whitespace as that reader sees it.
+    Under carrier rules 1 the message is delivered whole."""
+    import base64
+
+    text = "\n\n".join(clients.prose("en", 2)) + "\n"
+    raw = ("From: a@example.com\nX-Note : hello\nMIME-Version: 1.0\nContent-Type: "
+           'multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain; '
+           "charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+           + base64.encodebytes(text.encode()).decode() + "--b--\n").replace("\n", "\r\n")
+    data = raw.encode()
+    old = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
+    assert old.carriers and clients.whitespace_only(data, old.copy_for("a@example.com"))
+    new = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert new.carriers == 0 and new.copy_for("a@example.com") == data
+    assert type(new.ambiguity).__name__ == "ParserDefect"
+    assert "MissingHeaderBodySeparatorDefect" in str(new.ambiguity)
