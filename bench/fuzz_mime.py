@@ -17,7 +17,8 @@ Invariants, for every input (as the relay does it: newlines normalised to CRLF f
 2. a copy is the normalised input itself, or differs only in the whitespace of text parts:
    both parsed with the email package (compat32), same tree, same headers in every part,
    non-text leaves byte-identical after transfer decoding, text leaves equal after collapsing
-   runs of spaces, U+00A0 and `&nbsp;`; and the bytes before the first / after the last
+   runs of spaces, U+00A0 and `&nbsp;` (in text/html also line ends, which HTML renders as
+   spaces); and the bytes before the first / after the last
    rewritable body (relay.mime's own spans) are unchanged. A difference on a message in which
    the email package itself records defects (it reads another MIME structure than relay.mime,
    e.g. `Name :` headers) is reported apart, as `parser-differential`. Under carrier rules 1
@@ -79,6 +80,8 @@ LINE_MAX = 998
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _SQUASH = re.compile(r"(?:&nbsp;|[ \u00a0])+")
+# HTML renders a line end of its source as a space; the relay may mark one with `&nbsp;`
+_SQUASH_HTML = re.compile(r"(?:&nbsp;|[ \t\r\n\u00a0])+")
 
 DICTIONARY = [
     "Content-Type: ", "Content-Transfer-Encoding: ", "MIME-Version: 1.0", "multipart/mixed",
@@ -140,7 +143,8 @@ def same_but_whitespace(orig: bytes, copy: bytes) -> str | None:
         if xa is None or xb is None:
             if ba != bb:
                 return f"part {i} ({ta}, not text): decoded bytes differ"
-        elif _SQUASH.sub(" ", xa) != _SQUASH.sub(" ", xb):
+        elif (sq := _SQUASH_HTML if ta == "text/html" else _SQUASH).sub(" ", xa) != \
+                sq.sub(" ", xb):
             return f"part {i} ({ta}): text differs beyond whitespace"
     return None
 

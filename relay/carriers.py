@@ -8,7 +8,8 @@ it is a carrier and of which class. Rules (see README, "How it works"):
 - none in quoted lines ('>') or after a signature separator ('-- '); long lines carry like any
   other (fingerprint keeps a 7bit/8bit line under 998 octets; QP and base64 re-wrap);
 - in HTML, a gap whose spaces come from two text nodes around inline markup (`foo <b> bar`)
-  renders as one word gap and carries in its first space;
+  renders as one word gap and carries in its first space; a line end of the HTML source
+  inside a paragraph carries as a zero-width gap just before it (an insertion of `&nbsp;`);
 - in HTML: only in text nodes outside pre, code, tt, kbd, samp, textarea, script, style, head,
   title, blockquote and elements whose class or id names a quote or signature.
 """
@@ -62,6 +63,19 @@ def _split_spaces(ws: str, offsets: list[int], a: int, source: str) -> bool:
             and offsets[a + 1] != offsets[a] + 1)
 
 
+_SOURCE_LINE_END = re.compile(r"\r?\n[ \t]*")
+
+
+def _source_line_end(ws: str, offsets: list[int], a: int, source: str) -> bool:
+    """Rendered whitespace that is one line end of the HTML source (then indentation), all
+    from the source, contiguous: `word\n    next` inside a paragraph (Thunderbird, Word)."""
+    if not _SOURCE_LINE_END.fullmatch(ws):
+        return False
+    start = offsets[a]
+    return start >= 0 and all(offsets[a + i] == start + i for i in range(len(ws))) \
+        and source[start:start + len(ws)] == ws
+
+
 def _layout(kind: str, rendered: str, offsets: list[int], source: str,
             blocked: list[bool], split: bool = False) -> Layout:
     """Units and carriers of a rendered text whose character i came from source[offsets[i]]
@@ -82,11 +96,15 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         src_a = offsets[a]
         if split and len(ws) > 1 and _split_spaces(ws, offsets, a, source):
             ws = " "  # the first space carries; the browser collapses the others into it
+        if split and _source_line_end(ws, offsets, a, source):
+            # a line end of the HTML source inside a paragraph renders as one word gap: it
+            # carries as an insertion before the line end (`&nbsp;` there renders NBSP + space)
+            ws = ""
         if (
             right.first == left.last + 1
-            and ws in (" ", "  ")
+            and ws in ("", " ", "  ")
             and src_a >= 0
-            and offsets[a + len(ws) - 1] == src_a + len(ws) - 1
+            and offsets[a + max(len(ws), 1) - 1] == src_a + max(len(ws), 1) - 1
             and source[src_a:src_a + len(ws)] == ws
             and not any(blocked[matches[left.last].start():matches[right.first].end()])
             and not is_address_like(ltok) and not is_address_like(rtok)

@@ -102,7 +102,7 @@ class Prepared:
                 b = bits[j]
                 j += 1
                 if part.subtype == "html":
-                    new = NBSP_HTML if b else " "
+                    new = _html_mark(g, b)
                 else:
                     new = "  " if b else " "
                 if part.text[g.start:g.end] != new:
@@ -110,6 +110,14 @@ class Prepared:
             if out:
                 edits[part.path] = out
         return mime.render(self.raw, self._parts, edits)
+
+
+def _html_mark(g: Gap, doubled: int) -> str:
+    """What an HTML carrier becomes: `&nbsp; ` or one space; a zero-width carrier (before a
+    line end of the source, which renders as the space) `&nbsp;` or nothing."""
+    if g.start == g.end:
+        return NBSP_HTML[:-1] if doubled else ""
+    return NBSP_HTML if doubled else " "
 
 
 def _meta(raw: bytes) -> dict[str, str | None]:
@@ -188,7 +196,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
         if not gaps:
             continue
         # the worst case (every carrier doubled) must render, or the part is left alone
-        worst = [(g.start, g.end, NBSP_HTML if part.subtype == "html" else "  ")
+        worst = [(g.start, g.end, _html_mark(g, 1) if part.subtype == "html" else "  ")
                  for _, g in gaps]
         try:
             mime.render(raw, [part], {part.path: worst})

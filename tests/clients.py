@@ -526,6 +526,8 @@ def html_rendering(raw: bytes, nbsp_as_space: bool = False) -> str | None:
 # --- checks -----------------------------------------------------------------------------------
 
 _SQUASH = re.compile(r"(?:&nbsp;|[ \u00a0])+")
+# HTML renders a line end of its source as a space (outside pre, which the relay never marks)
+_SQUASH_HTML = re.compile(r"(?:&nbsp;|[ \t\r\n\u00a0])+")
 
 
 def _leaves(raw: bytes) -> list[tuple[str, list[tuple[str, str]], str | None, str | None,
@@ -549,8 +551,8 @@ def _leaves(raw: bytes) -> list[tuple[str, list[tuple[str, str]], str | None, st
 def whitespace_only(orig: bytes, copy: bytes) -> str | None:
     """None when `copy` differs from `orig` only in the whitespace of text/plain and text/html
     bodies as Python's email package reads both (same tree, headers, preambles, epilogues and
-    non-text payloads; text equal once runs of spaces, NBSP and `&nbsp;` are one space); else
-    what differs."""
+    non-text payloads; text equal once runs of spaces, NBSP and `&nbsp;` are one space, in
+    HTML with line ends, which HTML renders as spaces, too); else what differs."""
     a, b = _leaves(orig), _leaves(copy)
     if len(a) != len(b):
         return f"{len(a)} parts in the original, {len(b)} in the copy"
@@ -560,7 +562,8 @@ def whitespace_only(orig: bytes, copy: bytes) -> str | None:
         if x[5] is None or y[5] is None:
             if x[4] != y[4]:
                 return f"part {i} ({x[0]}, not text): payload differs"
-        elif _SQUASH.sub(" ", x[5]) != _SQUASH.sub(" ", y[5]):
+        elif (sq := _SQUASH_HTML if x[0] == "text/html" else _SQUASH).sub(" ", x[5]) != \
+                sq.sub(" ", y[5]):
             return f"part {i} ({x[0]}): text differs beyond whitespace"
     return None
 

@@ -222,8 +222,8 @@ def test_html_entities_decoded_for_words(ent: str) -> None:
     assert html_pairs(text) == [("café", "au"), ("au", "lait"), ("lait", "the"), ("the", "end")]
 
 
-@pytest.mark.parametrize("ws", ["&nbsp;", "&#32;", "&#160;", "&nbsp; ", " &nbsp;", "\n", "\t",
-                                "<br>", "<br/>", "</p><p>", "   "])
+@pytest.mark.parametrize("ws", ["&nbsp;", "&#32;", "&#160;", "&nbsp; ", " &nbsp;", "\t",
+                                "<br>", "<br/>", "</p><p>", "   ", " \n", "<br>\n"])
 def test_html_non_carrier_gaps(ws: str) -> None:
     text = f"<p>aa{ws}bb cc</p>"
     L = analyse_html(text)
@@ -272,6 +272,21 @@ def test_html_gap_split_by_inline_markup_renders_doubled(markup: str, left: str,
     doubled = markup[:g.start] + "&nbsp; " + markup[g.end:]
     assert f"{left}\u00a0 {right}" in _css_text(doubled)
     assert f"{left} {right}" in _css_text(markup)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\n    ", "\r\n\t  "])
+def test_html_source_line_end_carries_as_an_insertion(eol: str) -> None:
+    """A line end of the HTML source inside a paragraph (Thunderbird's and Word's wrapped HTML)
+    renders as one word gap: it carries as a zero-width gap before the line end, where
+    `&nbsp;` renders as NBSP + space (carrier rules 1; never under rules 0)."""
+    text = f"<p>aa bb{eol}cc dd</p>"
+    L = analyse_html(text)
+    assert L.words == ("aa", "bb", "cc", "dd")
+    g = L.gaps[1]
+    assert g.cls == WORD and g.start == g.end == text.index(eol)
+    doubled = text[:g.start] + "&nbsp;" + text[g.end:]
+    assert "bb\u00a0 cc" in _css_text(doubled) and "bb cc" in _css_text(text)
+    assert analyse_html(text, rules=0).gaps[1].cls == 0
 
 
 def test_html_block_elements_break_lines() -> None:
@@ -496,7 +511,10 @@ def html_texts(draw: st.DrawFn) -> tuple[str, list[bool]]:
 def set_bits_html(text: str, layout: Layout, bits: list[bool]) -> str:
     out, pos = [], 0
     for (_, g), b in zip(layout.carriers(), bits, strict=True):
-        out += [text[pos:g.start], "&nbsp; " if b else " "]
+        if g.start == g.end:  # before a line end of the source: an insertion
+            out += [text[pos:g.start], "&nbsp;" if b else ""]
+        else:
+            out += [text[pos:g.start], "&nbsp; " if b else " "]
         pos = g.end
     out.append(text[pos:])
     return "".join(out)
@@ -511,6 +529,9 @@ def test_html_carrier_properties(gen: tuple[str, list[bool]], rnd: random.Random
     v = visible(text)
     assert L.words == unit_norms("".join(v.out))  # same words as an independent renderer
     for _, g in L.carriers():
+        if g.start == g.end:  # a line end of the source inside a text node
+            assert text[g.start] in "\r\n" and mask[g.start], (text, g)
+            continue
         assert text[g.start:g.end] in (" ", "  ")
         assert all(mask[g.start:g.end]), (text, g)
     bits = [rnd.random() < 0.5 for _ in L.carriers()]
@@ -525,7 +546,7 @@ def test_html_carrier_properties(gen: tuple[str, list[bool]], rnd: random.Random
     for (i, g), b in zip(L.carriers(), bits, strict=True):
         if not b:
             assert still.get(i) == g.cls
-            assert copy[L2.gaps[i].start:L2.gaps[i].end] == " "
+            assert copy[L2.gaps[i].start:L2.gaps[i].end] == ("" if g.start == g.end else " ")
 
 
 def _html_copy_all_doubled() -> tuple[Layout, Layout]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import re
 import sysconfig
 from pathlib import Path
 
@@ -21,10 +20,6 @@ from relay.policy import normalise_newlines
 CORPUS = Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data"
 FILES = sorted(p for p in CORPUS.glob("msg_*.txt")) if CORPUS.is_dir() else []
 KEY = bytes(range(32))
-
-
-def squash(s: str) -> str:
-    return re.sub(r"(?:&nbsp;|[ \u00a0])+", " ", s)
 
 
 def leaves(raw: bytes) -> list[tuple[str, bytes, str | None]]:
@@ -61,16 +56,10 @@ def test_corpus_message_fingerprints_or_passes(path: Path) -> None:
         assert b"\n" not in c.replace(b"\r\n", b""), "bare LF"
         if c == raw:
             continue
-        # only text whitespace changed: same headers, same parts, same non-text bytes
+        # only text whitespace changed (whitespace_only above): same headers, same parts
         assert c.split(b"\r\n\r\n", 1)[0] == raw.split(b"\r\n\r\n", 1)[0]
         got, orig = leaves(c), leaves(raw)
         assert [t for t, _, _ in got] == [t for t, _, _ in orig]
-        for (ctype, body, cs), (_, obody, _) in zip(got, orig, strict=True):
-            if body == obody:
-                continue
-            assert ctype in ("text/plain", "text/html")
-            codec = cs or "us-ascii"
-            assert squash(body.decode(codec)) == squash(obody.decode(codec))
     if p.carriers >= 8:  # three equal codes of 8+ fair bits: < 1e-4
         assert len(set(copies)) > 1
 
@@ -99,10 +88,4 @@ async def test_corpus_through_the_relay(relay: object, sink: object) -> None:
                 assert not has_defects(raw), path.name
                 assert clients.whitespace_only(raw, m.data) is None, path.name
                 assert m.data.split(b"\r\n\r\n", 1)[0] == raw.split(b"\r\n\r\n", 1)[0]
-                for (t, body, cs), (_, obody, _) in zip(leaves(m.data), leaves(raw),
-                                                       strict=True):
-                    if body != obody:
-                        assert t in ("text/plain", "text/html"), path.name
-                        assert squash(body.decode(cs or "us-ascii")) == \
-                            squash(obody.decode(cs or "us-ascii"))
     assert rewritten and whole and rewritten + whole == len(FILES) * len(rcpts)
