@@ -268,3 +268,31 @@ def test_parser_differential_message_is_left_whole() -> None:
     assert new.carriers == 0 and new.copy_for("a@example.com") == data
     assert type(new.ambiguity).__name__ == "ParserDefect"
     assert "MissingHeaderBodySeparatorDefect" in str(new.ambiguity)
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "7bit", "base64"])
+def test_html_source_line_ends_carry_in_every_encoding(cte: str) -> None:
+    """Word's and Thunderbird's HTML wraps its source inside paragraphs: those line ends carry
+    by an `&nbsp;` inserted before them, in every transfer encoding, and a copy still differs
+    only in HTML whitespace."""
+    words = " ".join(clients.prose("en", 2)).split()
+    lines = [" ".join(words[i:i + 9]) for i in range(0, len(words), 9)]
+    html_text = "<html><body><p>" + "\r\n".join(lines) + "</p></body></html>\r\n"
+    if cte == "quoted-printable":
+        body = clients.qp(html_text.replace("\r\n", "\n"), "utf-8")
+    elif cte == "base64":
+        body = clients.b64(html_text.replace("\r\n", "\n"), "utf-8")
+    else:
+        body = html_text.encode()
+    raw = (b"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body)
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    (doc,) = p.documents
+    ends = [g for g in p._gaps[0] if g[1].start == g[1].end]
+    assert len(ends) == len(lines) - 1
+    worst = p._render([1] * p.carriers)
+    assert clients.whitespace_only(raw, worst) is None
+    assert max(len(x) for x in worst.split(b"\r\n")) <= (76 if cte != "7bit" else 998)
+    shown = clients.html_rendering(worst) or ""
+    assert shown.count("\u00a0 ") == p.carriers
