@@ -17,6 +17,16 @@
 
     python bench/attribution.py                   # 1,000 recipients, 40 trials per condition
     python bench/attribution.py --recipients 10000 --trials 100 --jobs 2
+    python bench/attribution.py --clients         # mail as Outlook, Gmail, Apple Mail,
+                                                  # Thunderbird and a plain base64 client write it
+
+--clients (run_clients): one English and one French message per client shape of
+tests/clients.py (prose from /usr/share/common-licenses and the Debian Reference), each to N
+recipients through the relay; every copy must differ from the original only in text-body
+whitespace as Python's email package reads it (clients.whitespace_only). Per shape: faithful
+60/100-word excerpts of the plain rendering with line breaks kept and with them joined by a
+space, 60/100-word pastes of the rendered HTML (NBSP kept), the original text; plus unrelated
+text; and the share of ordinary word gaps each copy changes in each rendering.
 
 Prints one Markdown table and saves it to bench/out/attribution.md.
 """
@@ -694,13 +704,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-screenshots", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (config, db, log)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--clients", action="store_true",
+                    help="client-shaped messages (tests/clients.py) and their conditions")
     args = ap.parse_args(argv)
     if args.shot_trials is None:
         args.shot_trials = args.trials
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     live: list = []  # clean-ups for whatever was started, run even on failure
     try:
-        return run(args, tmp, live)
+        return run_clients(args, tmp, live) if args.clients else run(args, tmp, live)
     finally:
         for stop in reversed(live):
             stop()
@@ -867,6 +879,200 @@ def run(args, tmp: Path, live: list) -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "attribution.md").write_text(text)
     return 0
+
+
+# --- client shapes (--clients) -----------------------------------------------------------------
+
+def client_conditions(shape: str) -> list[Cond]:
+    c = [Cond(f"{shape}: faithful plain, 60 words, line breaks kept", ">= 80%", 0.80),
+         Cond(f"{shape}: faithful plain, 60 words, line breaks joined", ">= 80%", 0.80),
+         Cond(f"{shape}: faithful plain, 100 words, line breaks kept", ">= 95%", 0.95),
+         Cond(f"{shape}: faithful plain, 100 words, line breaks joined", ">= 95%", 0.95)]
+    if shape != "plain_b64":
+        c += [Cond(f"{shape}: copy-paste of rendered HTML, 60 words", ">= 80%", 0.80),
+              Cond(f"{shape}: copy-paste of rendered HTML, 100 words", ">= 95%", 0.95)]
+    c.append(Cond(f"{shape}: unmodified original text, 100 words", "never identified",
+                  expect="never"))
+    return c
+
+
+def client_jobs(conds: list[Cond], msgs: dict[str, list[Msg]], rcpts: list[str], args,
+                unrelated: list[str]) -> list[Job]:
+    import clients  # tests/clients.py
+
+    rng = random.Random(args.seed * 7919 + 2)
+    jobs: list[Job] = []
+    for cond in conds:
+        shape, _, what = cond.name.partition(": ")
+        for t in range(args.trials):
+            truth: tuple[str, ...] = ()
+            if shape == "all shapes":  # unrelated text
+                w, s, _ = window(rng.choice(unrelated), 100, rng)
+                jobs.append(Job(cond.name, "text", join_ws(w, s), (), cli=t < args.cli_trials))
+                continue
+            msg = rng.choice(msgs[shape])
+            leaker = rng.choice(rcpts)
+            n = int(re.search(r"(\d+) words", what).group(1))
+            if what.startswith("faithful plain"):
+                w, s, _ = window(msg.plain[leaker], n, rng)
+                if "joined" in what:
+                    s = [" " if "\n" in x else x for x in s]
+                truth = (leaker,)
+            elif what.startswith("copy-paste"):
+                w, s, _ = window(msg.html[leaker], n, rng)
+                truth = (leaker,)
+            elif what.startswith("unmodified original"):
+                w, s, _ = window(clients.plain_rendering(msg.raw) or "", n, rng)
+            else:
+                raise AssertionError(cond.name)
+            jobs.append(Job(cond.name, "text", join_ws(w, s), truth, cli=t < args.cli_trials))
+    return jobs
+
+
+def run_clients(args, tmp: Path, live: list) -> int:
+    import clients  # tests/clients.py
+
+    from relay.tokens import is_sentence_gap as sentence_gap
+
+    batch = args.batch or args.recipients
+    t_start = time.time()
+    notes: list[str] = []
+
+    def note(s: str) -> None:
+        notes.append(s)
+        print("#", s, file=sys.stderr, flush=True)
+
+    sink = Sink()
+    sink.start()
+    live.append(sink.stop)
+    listen = free_port()
+    cfg = write_config(tmp, listen, sink.port, args.profile, args.threshold)
+    log_path = tmp / "relay.log"
+    proc = start_relay(cfg, listen, log_path)
+    live.append(lambda: proc.poll() is None and stop_relay(proc))
+    note(f"relay serve pid {proc.pid} on 127.0.0.1:{listen}, upstream sink on "
+         f"127.0.0.1:{sink.port}, temp dir {tmp}")
+
+    rcpts = [f"staff{i:05d}@example.com" for i in range(args.recipients)]
+    msgs: dict[str, list[Msg]] = {}
+    cursor = {"en": args.seed * 11, "fr": args.seed * 13}
+    fan_ok = True
+    total_copies, total_secs = 0, 0.0
+    for k, shape in enumerate(clients.SHAPES):
+        for lang in ("en", "fr"):
+            paras, cursor[lang] = clients.take(lang, 5, cursor[lang],
+                                               clients.LONG_PARAGRAPHS[shape])
+            msgid = f"<bench-{args.seed}-{shape}-{lang}@example.com>"
+            kw: dict = {}
+            if shape == "outlook":
+                kw = {"charset": "windows-1252" if lang == "fr" else "utf-8",
+                      "two_spaces": lang == "en"}
+            raw = clients.build(shape, paras, lang, f"{shape} notice", msgid,
+                                seed=args.seed * 100 + k, **kw)
+            txns, secs, problems = send(listen, raw, rcpts, batch)
+            total_secs += secs
+            total_copies += len(rcpts)
+            note(f"{shape} ({lang}, {len(paras)} paragraphs, "
+                 f"{sum(len(p.split()) for p in paras)} words, {len(raw)} bytes): "
+                 f"{txns} transaction(s), {secs:.1f} s, {len(rcpts) / secs:.0f} copies/s"
+                 + (f"; PROBLEMS: {problems[:3]}" if problems else ""))
+            fan_ok &= not problems
+            msgs.setdefault(shape, []).append(Msg(lang, raw, msgid, paras))
+    time.sleep(0.5)
+    rc = stop_relay(proc)
+    note(f"relay serve stopped on SIGTERM: exit status {rc}")
+    if rc != 0:
+        note(f"relay log tail: {tail(log_path)}")
+    sink.stop()
+
+    # --- what the sink got: whitespace-only copies, and what each rendering changes ---
+    shares: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for shape, ms in msgs.items():
+        bad = 0
+        for m in ms:
+            got = {r: sink.copies.get((m.msgid, r), []) for r in rcpts}
+            distinct = len({v[0] for v in got.values() if v})
+            missing = sum(1 for v in got.values() if not v)
+            dup = sum(1 for v in got.values() if len(v) > 1)
+            fan_ok &= not missing and not dup and distinct == len(rcpts)
+            o_plain = clients.plain_rendering(m.raw)
+            o_html = clients.html_rendering(m.raw)
+            for r, v in got.items():
+                if not v:
+                    continue
+                why = clients.whitespace_only(m.raw, v[0])
+                if why is not None:
+                    bad += 1
+                    note(f"{shape} {m.lang} copy for {r}: {why}")
+                    continue
+                m.plain[r] = clients.plain_rendering(v[0]) or ""
+                if o_html is not None:
+                    m.html[r] = clients.html_rendering(v[0]) or ""
+                for kind, o, c in (("plain", o_plain, m.plain[r]),
+                                   ("html", o_html, m.html.get(r))):
+                    if o is None or c is None:
+                        continue
+                    gaps, changed = clients.word_gap_share(o, c, sentence_gap)
+                    shares[(shape, kind)].append(changed / max(gaps, 1))
+            note(f"sink, {shape} {m.lang}: {len(rcpts) - missing} recipients with a copy, "
+                 f"{distinct} distinct, {dup} duplicated, {missing} missing")
+        fan_ok &= bad == 0
+        note(f"{shape}: copies differing from the original other than in text-body whitespace "
+             f"(email package): {bad}")
+    share_rows = ["| shape | rendering | copies | word gaps changed, mean | max | "
+                  "copies over one in six |", "|---|---|---|---|---|---|"]
+    for (shape, kind), sh in shares.items():
+        share_rows.append(f"| {shape} | {kind} | {len(sh)} | {statistics.mean(sh):.2%} | "
+                          f"{max(sh):.2%} | {sum(x > 1 / 6 + 1e-12 for x in sh)} |")
+
+    conds = [c for shape in clients.SHAPES for c in client_conditions(shape)]
+    conds.append(Cond("all shapes: unrelated text (GPL-3), 100 words", "no_match",
+                      expect="no_match"))
+    unrelated = [re.sub(r"\s+", " ", p).strip() for p in
+                 Path("/usr/share/common-licenses/GPL-3").read_text().split("\n\n")]
+    unrelated = [p for p in unrelated if len(p.split()) >= 110]
+    rcpts_ok = [r for r in rcpts if all(r in m.plain for ms in msgs.values() for m in ms)]
+    jobs = client_jobs(conds, msgs, rcpts_ok, args, unrelated)
+    by_name = {c.name: c for c in conds}
+    t_dec = time.time()
+    cli_mismatch: list[str] = []
+    with cf.ProcessPoolExecutor(max_workers=args.jobs, initializer=_worker_init,
+                                initargs=(str(tmp / "relay.db"), str(tmp / "relay.key"),
+                                          args.threshold, "eng+fra")) as ex:
+        futs = {ex.submit(run_job, j, str(cfg)): j for j in jobs}
+        for fut in cf.as_completed(futs):
+            j = futs[fut]
+            res = fut.result()
+            by_name[j.cond].results.append((res, j.truth))
+            if res.error:
+                note(f"{j.cond}: error: {res.error}")
+            if res.cli is not None and (res.cli.get("verdict"), res.cli.get("top")) != \
+                    (res.verdict, res.top):
+                cli_mismatch.append(f"{j.cond}: cli {res.cli} vs {res.verdict}/{res.top}")
+    note(f"decoding: {len(jobs)} trials in {time.time() - t_dec:.0f} s with {args.jobs} "
+         f"workers; {len(cli_mismatch)} CLI verdicts disagreeing with the in-process one")
+    for s_ in cli_mismatch:
+        note("CLI MISMATCH " + s_)
+    for c in conds:
+        missed = sorted((r.words, r.bits, -1 if r.mismatched is None else r.mismatched)
+                        for r, truth in c.results if truth and r.verdict != "identified")
+        if missed:
+            note(f"{c.name}: not identified at (words, bits, leaker's disagreements): "
+                 + ", ".join(f"({w}, {b}, {d if d >= 0 else '-'})" for w, b, d in missed[:12])
+                 + (" ..." if len(missed) > 12 else ""))
+    head = (f"Client shapes through the real relay (`python -m relay serve`, profile "
+            f"{args.profile}): {sum(len(v) for v in msgs.values())} all-staff messages (one "
+            f"English, one French per shape) to {args.recipients:,} recipients each; threshold "
+            f"{args.threshold:g}; seed {args.seed}. Fan-out: {total_copies:,} copies in "
+            f"{total_secs:.1f} s, sink check {'passed' if fan_ok else 'FAILED'}.\n")
+    text = (head + "\n" + fmt_table(conds) + "\n\nOrdinary word gaps changed per copy, as a "
+            "reader sees each rendering (same-line gaps other than sentence gaps):\n\n"
+            + "\n".join(share_rows) + "\n\nNotes:\n" + "\n".join(f"- {s_}" for s_ in notes)
+            + f"\n\n{code_version()}. Runtime: {time.time() - t_start:.0f} s.\n")
+    print(text)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "attribution-clients.md").write_text(text)
+    return 0 if fan_ok else 1
 
 
 def screenshots_available() -> tuple[bool, str]:

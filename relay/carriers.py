@@ -5,7 +5,11 @@ its units (normalised words, for alignment) and, for each gap between consecutiv
 it is a carrier and of which class. Rules (see README, "How it works"):
 - a carrier is a run of one or two ASCII spaces between two words on the same line;
 - never at a line end, never next to a URL or e-mail address, never between two number groups;
-- none in quoted lines ('>'), after a signature separator ('-- '), in lines too long to grow;
+- none in quoted lines ('>') or after a signature separator ('-- '); long lines carry like any
+  other (fingerprint keeps a 7bit/8bit line under 998 octets; QP and base64 re-wrap);
+- in HTML, a gap whose spaces come from two text nodes around inline markup (`foo <b> bar`)
+  renders as one word gap and carries in its first space; a line end of the HTML source
+  inside a paragraph carries as a zero-width gap just before it (an insertion of `&nbsp;`);
 - in HTML: only in text nodes outside pre, code, tt, kbd, samp, textarea, script, style, head,
   title, blockquote and elements whose class or id names a quote or signature.
 """
@@ -26,7 +30,12 @@ from .tokens import (
 
 NONE, SENTENCE, WORD = 0, 1, 2
 SIG_LINE = re.compile(r"(?m)^[ \t\u00a0]*--[ \u00a0]?\r?$")
-MAX_CARRIER_LINE = 900  # characters; a longer line keeps its bytes
+MAX_CARRIER_LINE = 900  # characters: the longest carrier line under the rules before RULES 1
+# Carrier rules a message was signed with (logged with it, so a retry re-prepares it the same
+# way): 0 = lines over MAX_CARRIER_LINE never carry, a gap split by inline HTML markup never
+# carries, MIME read as relay.mime alone reads it; 1 = long lines carry, split gaps carry, and a
+# message whose MIME structure readers could disagree about is left whole (mime.analyse).
+RULES = 1
 
 
 @dataclass(frozen=True)
@@ -48,17 +57,40 @@ class Layout:
     words: tuple[str, ...]  # normalised units
     gaps: tuple[Gap, ...]  # len(words) - 1 entries (cls NONE where no carrier)
     # gaps that are not carriers but look like the doubled gap of an earlier pass (a copy
-    # forwarded or quoted back to all staff, a second filter): source spans every copy sets to
-    # one space, so no earlier recipient's marks travel on (carrier gaps get the copy's own)
-    marks: tuple[tuple[int, int], ...] = ()
+    # forwarded or quoted back to all staff, a second filter): (start, end, replacement) source
+    # edits every copy makes, so no earlier recipient's marks travel on (carriers get the
+    # copy's own): a doubled gap becomes one space; a no-break space an earlier pass put
+    # before a line end of the HTML source goes
+    marks: tuple[tuple[int, int, str], ...] = ()
     arrived: bytes = b""  # per gap: SINGLE, DOUBLED or OTHER, as the message arrived
 
     def carriers(self) -> list[tuple[int, Gap]]:
         return [(i, g) for i, g in enumerate(self.gaps) if g.cls != NONE]
 
 
+def _split_spaces(ws: str, offsets: list[int], a: int, source: str) -> bool:
+    """Rendered whitespace of spaces only, each from a source space, not contiguous in the
+    source (text nodes around inline markup: `foo <b> bar`): HTML renders it as one gap."""
+    return (len(ws) <= 4 and ws == " " * len(ws)
+            and all(offsets[i] >= 0 and source[offsets[i]] == " " for i in range(a, a + len(ws)))
+            and offsets[a + 1] != offsets[a] + 1)
+
+
+_SOURCE_LINE_END = re.compile(r"\r?\n[ \t]*")
+
+
+def _source_line_end(ws: str, offsets: list[int], a: int, source: str) -> bool:
+    """Rendered whitespace that is one line end of the HTML source (then indentation), all
+    from the source, contiguous: `word\n    next` inside a paragraph (Thunderbird, Word)."""
+    if not _SOURCE_LINE_END.fullmatch(ws):
+        return False
+    start = offsets[a]
+    return start >= 0 and all(offsets[a + i] == start + i for i in range(len(ws))) \
+        and source[start:start + len(ws)] == ws
+
+
 def _layout(kind: str, rendered: str, offsets: list[int], source: str,
-            blocked: list[bool]) -> Layout:
+            blocked: list[bool], split: bool = False) -> Layout:
     """Units and carriers of a rendered text whose character i came from source[offsets[i]]
     (-1: synthetic line break); blocked[i] marks characters in excluded regions."""
     sig = SIG_LINE.search(rendered)
@@ -78,11 +110,17 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         ws = rendered[a:b]
         src_a = offsets[a]
         arrived.append(_arrived(kind, ws))
+        if split and len(ws) > 1 and _split_spaces(ws, offsets, a, source):
+            ws = " "  # the first space carries; the browser collapses the others into it
+        if split and _source_line_end(ws, offsets, a, source):
+            # a line end of the HTML source inside a paragraph renders as one word gap: it
+            # carries as an insertion before the line end (`&nbsp;` there renders NBSP + space)
+            ws = ""
         if (
             right.first == left.last + 1
-            and ws in (" ", "  ")
+            and ws in ("", " ", "  ")
             and src_a >= 0
-            and offsets[b - 1] == src_a + len(ws) - 1
+            and offsets[a + max(len(ws), 1) - 1] == src_a + max(len(ws), 1) - 1
             and source[src_a:src_a + len(ws)] == ws
             and not any(blocked[matches[left.last].start():matches[right.first].end()])
             and not is_address_like(ltok) and not is_address_like(rtok)
@@ -94,42 +132,60 @@ def _layout(kind: str, rendered: str, offsets: list[int], source: str,
         else:
             gaps.append(Gap(offsets[a] if offsets[a] >= 0 else 0,
                             offsets[a] if offsets[a] >= 0 else 0, NONE))
-            if (ws in MARK_FORMS and (kind == "plain" or ws != "  ")
+            if (_arrived(kind, ws) == DOUBLED
                     and right.first == left.last + 1 and offsets[a - 1] >= 0 and offsets[b] >= 0
                     and not is_address_like(ltok) and not is_address_like(rtok)
                     and not (is_numeric_group(ltok) and is_numeric_group(rtok))):
-                at = offsets[a - 1] + 1
-                m = _MARK_SOURCE.fullmatch(source, at, offsets[b])
-                if m and html.unescape(m.group("ws")) == ws:
-                    marks.append((m.start("ws"), m.end("ws")))
+                mark = _mark(ws, source, offsets[a - 1] + 1, offsets[b])
+                if mark:
+                    marks.append(mark)
     return Layout(kind, tuple(u.norm for u in units), tuple(gaps), tuple(marks), bytes(arrived))
 
 
 # between two words: tags, the whitespace itself (with entities), tags ("you&nbsp; <b>today")
-_MARK_SOURCE = re.compile(r"(?:<[^<>\n]*>)*(?P<ws>[^<\n]*)(?:<[^<>\n]*>)*")
+_MARK_SOURCE = re.compile(r"(?:<[^<>\n]*>)*(?P<ws>[^<]*)(?:<[^<>\n]*>)*")
 
 
 def _arrived(kind: str, ws: str) -> int:
     """How a gap's whitespace (as rendered) shows a mark: in HTML a browser collapses plain
-    spaces, so only a no-break space makes a doubled gap there."""
-    if ws == " " or (kind == "html" and ws and ws.strip(" ") == ""):
+    spaces and line ends into one space, so only a no-break space makes a doubled gap there
+    (`&nbsp; `, or `&nbsp;` before a line end of the source)."""
+    if ws == " " or (kind == "html" and ws and not ws.strip(" \t\r\n")):
         return SINGLE
     if ws in MARK_FORMS and (kind == "plain" or ws != "  "):
         return DOUBLED
+    if kind == "html" and ws[:1] == "\u00a0" and _SOURCE_LINE_END.fullmatch(ws[1:]):
+        return DOUBLED
     return OTHER
+
+
+def _mark(ws: str, source: str, start: int, end: int) -> tuple[int, int, str] | None:
+    """The edit that sheds an earlier pass's doubled gap `ws` (as rendered), whose source runs
+    from `start` to `end` (tags may stand on either side of the whitespace)."""
+    m = _MARK_SOURCE.fullmatch(source, start, end)
+    if m is None:
+        return None
+    src = m.group("ws")
+    if html.unescape(src) == ws:
+        return m.start("ws"), m.end("ws"), " "
+    tail = ws[1:]  # a no-break space before a line end of the HTML source
+    if ws[:1] == "\u00a0" and src.endswith(tail) and html.unescape(src[:-len(tail)]) == "\u00a0":
+        return m.start("ws"), m.end("ws") - len(tail), ""
+    return None
 
 
 QUOTED = re.compile(r"^[ \t]*>")
 
 
-def analyse_plain(text: str) -> Layout:
+def analyse_plain(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/plain body (format=flowed or fixed; the rules are the same, since a
-    carrier never touches a line end)."""
+    carrier never touches a line end). `rules` 0: lines over MAX_CARRIER_LINE never carry."""
     blocked = [False] * len(text)
+    longest = MAX_CARRIER_LINE if rules < 1 else len(text)
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if QUOTED.match(body) or len(body) > MAX_CARRIER_LINE:
+        if QUOTED.match(body) or len(body) > longest:
             for i in range(pos, pos + len(line)):
                 blocked[i] = True
         pos += len(line)
@@ -159,9 +215,10 @@ VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embe
         "source", "track", "wbr"}
 
 
-def analyse_html(text: str) -> Layout:
+def analyse_html(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/html body: rendered text of the text nodes, carriers written so that a
-    browser shows them (see embed: NBSP + space)."""
+    browser shows them (see embed: NBSP + space). `rules` 0: a gap whose spaces come from two
+    text nodes never carries."""
     rendered: list[str] = []
     offsets: list[int] = []
     blocked: list[bool] = []
@@ -231,4 +288,4 @@ def analyse_html(text: str) -> Layout:
             continue
         stack.append((name, excluded))
         depth_excluded += excluded
-    return _layout("html", "".join(rendered), offsets, text, blocked)
+    return _layout("html", "".join(rendered), offsets, text, blocked, split=rules >= 1)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import aiosmtplib
 
 from . import dsn
+from .carriers import RULES
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
 from .keys import KeyError_, Keyring
@@ -506,18 +507,18 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         identity = await self._identity_of(txn)
         key_id, key = self.keyring.current
-        word_rate, block, cut = self.cfg.word_rate, BLOCK, CUT
+        word_rate, block, cut, rules = self.cfg.word_rate, BLOCK, CUT, RULES
         earlier = await self.store.call("signing_of", identity)
-        if earlier is not None:  # a retry: same key and rate as the copies already sent
+        if earlier is not None:  # a retry: same key, rate and rules as the copies already sent
             try:
-                key_id, word_rate, block, cut = earlier
+                key_id, word_rate, block, cut, rules = earlier
                 key = self.keyring.get(key_id)
             except KeyError_:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current
         prepared, entry = await loop.run_in_executor(
-            None, _prepare, txn.data, txn.sender, key_id, key, word_rate, block, cut)
+            None, _prepare, txn.data, txn.sender, key_id, key, word_rate, block, cut, rules)
         assert prepared.identity == identity
         async with self._identity(identity, stop_new):
             await self.store.call("record_message", **entry)
@@ -647,9 +648,9 @@ class Deliverer:
 
 
 def _prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float, block: int,
-             cut: int) -> tuple[fingerprint.Prepared, dict[str, Any]]:
+             cut: int, rules: int) -> tuple[fingerprint.Prepared, dict[str, Any]]:
     from . import fingerprint  # imported when first needed: ordinary mail does not need it
 
-    p = fingerprint.prepare(raw, sender, key_id, key, word_rate, block, cut)
+    p = fingerprint.prepare(raw, sender, key_id, key, word_rate, block, cut, rules)
     return p, p.log_entry(sender)
 

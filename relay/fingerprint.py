@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import mime
-from .carriers import NONE, Gap, Layout, analyse_html, analyse_plain
+from .carriers import NONE, RULES, Gap, Layout, analyse_html, analyse_plain
 from .codes import (
     BLOCK,
     CUT,
@@ -58,9 +58,11 @@ class Prepared:
     word_rate: float
     block: int
     block_cut: int
+    rules: int  # carriers.RULES the message is signed with
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
+    ambiguity: mime.Ambiguity | None = None  # why the whole message is left as it is
     _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
     _marks: list[list[tuple[int, int, str]]] = field(repr=False, default_factory=list)
@@ -76,7 +78,8 @@ class Prepared:
         """Keyword arguments for Store.record_message: what the log keeps of this message."""
         return {
             "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
-            "block": self.block, "block_cut": self.block_cut, "sender": sender,
+            "block": self.block, "block_cut": self.block_cut, "carrier_rules": self.rules,
+            "sender": sender,
             "size": len(self.raw), **self.meta,
             "documents": [(d.part, d.kind, d.words_blob, d.classes, d.arrived)
                           for d in self.documents],
@@ -103,7 +106,7 @@ class Prepared:
                 b = bits[j]
                 j += 1
                 if part.subtype == "html":
-                    new = NBSP_HTML if b else " "
+                    new = _html_mark(g, b)
                 else:
                     new = "  " if b else " "
                 if part.text[g.start:g.end] != new:
@@ -113,6 +116,14 @@ class Prepared:
                     out.sort()
                 edits[part.path] = out
         return mime.render(self.raw, self._parts, edits)
+
+
+def _html_mark(g: Gap, doubled: int) -> str:
+    """What an HTML carrier becomes: `&nbsp; ` or one space; a zero-width carrier (before a
+    line end of the source, which renders as the space) `&nbsp;` or nothing."""
+    if g.start == g.end:
+        return NBSP_HTML[:-1] if doubled else ""
+    return NBSP_HTML if doubled else " "
 
 
 def _meta(raw: bytes) -> dict[str, str | None]:
@@ -133,8 +144,10 @@ def _meta(raw: bytes) -> dict[str, str | None]:
     return {"message_id": get("Message-ID"), "subject": get("Subject"), "date": get("Date")}
 
 
-def analyse(part: mime.TextPart) -> Layout:
-    return analyse_html(part.text) if part.subtype == "html" else analyse_plain(part.text)
+def analyse(part: mime.TextPart, rules: int = RULES) -> Layout:
+    if part.subtype == "html":
+        return analyse_html(part.text, rules)
+    return analyse_plain(part.text, rules)
 
 
 MAX_LINE = 998  # octets, RFC 5322
@@ -164,28 +177,33 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
 
 
 def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
-            block: int = BLOCK, cut: int = CUT) -> Prepared:
+            block: int = BLOCK, cut: int = CUT, rules: int = RULES) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
-    reason is in `skipped` and logged). `block`: word carriers per block (codes.Blocks); 0 for
-    independent bits, as messages logged before blocks were signed. `cut`: how blocks are cut
-    (codes.EVEN for messages logged before codes.UNITS)."""
+    reason is in `skipped` and logged), and so is the whole message when its MIME structure is
+    ambiguous (`ambiguity`, a typed mime.Ambiguity). `block`: word carriers per block
+    (codes.Blocks); 0 for independent bits, as messages logged before blocks were signed. `cut`:
+    how blocks are cut (codes.EVEN for messages logged before codes.UNITS). `rules`: the
+    carrier rules (carriers.RULES; 0 for messages logged before them)."""
     identity = message_identity(raw, sender)
-    parts, skipped = mime.text_parts(raw)
+    found = mime.analyse(raw, strict=rules >= 1)
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                 block=block, block_cut=cut, meta=_meta(raw), documents=[], skipped=list(skipped))
+                 block=block, block_cut=cut, rules=rules, meta=_meta(raw), documents=[],
+                 skipped=list(found.skipped), ambiguity=found.ambiguity)
+    if found.ambiguity is not None:
+        p.skipped = [f"message: {found.ambiguity}"]
     docs: list[tuple[list[bytes], bytes]] = []
-    for part in parts:
-        layout = analyse(part)
+    for part in found.parts:
+        layout = analyse(part, rules)
         hashes = word_hashes(key, layout.words)
         ckeys = carrier_keys(hashes)
         gaps = [(i, g) for i, g in layout.carriers() if bias(g.cls, word_rate) > 0]
         if part.cte in ("7bit", "8bit", "binary"):
             gaps = _fit_lines(part, gaps)
-        marks = [(a, b, " ") for a, b in layout.marks]
+        marks = list(layout.marks)
         if not gaps and not marks:
             continue
         # the worst case (every carrier doubled) must render, or the part is left alone
-        worst = [(g.start, g.end, NBSP_HTML if part.subtype == "html" else "  ")
+        worst = [(g.start, g.end, _html_mark(g, 1) if part.subtype == "html" else "  ")
                  for _, g in gaps]
         try:
             mime.render(raw, [part], {part.path: sorted(worst + marks)})

@@ -1,10 +1,13 @@
 """The text parts of a raw message, and byte-exact splicing of whitespace edits into them.
 
-`text_parts()` walks the MIME tree of the raw bytes itself (header blocks, boundaries, preamble,
-epilogue), so that it knows the exact byte span of every leaf body, and decodes each text/plain
-and text/html body that can be rewritten safely. `render()` splices edits of those decoded texts
-back into the message: every byte outside the edited regions stays as it was. The email package
-is used only to read header values (parameters, RFC 2231); nothing is ever re-serialised.
+`analyse()` (and `text_parts()`, its parts and reasons) walks the MIME tree of the raw bytes
+itself (header blocks, boundaries, preamble, epilogue), so that it knows the exact byte span
+of every leaf body, and decodes each text/plain and text/html body that can be rewritten
+safely. `render()` splices edits of those decoded texts back into the message: every byte
+outside the edited regions stays as it was. The email package reads header values
+(parameters, RFC 2231) and, in `analyse(strict=True)`, the whole message a second time: where
+it or any other reader could see another structure, the message is ambiguous (a typed
+Ambiguity) and nothing in it is rewritten. Nothing is ever re-serialised.
 
 Pure: no I/O.
 """
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import email
 import email.message
+import email.policy
 import email.utils
 import re
 from array import array
@@ -21,7 +26,8 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TextPart", "UnsafeEdit", "render", "text_parts"]
+__all__ = ["Ambiguity", "Analysis", "BoundaryLikeLine", "MalformedHeaderLine", "OtherStructure",
+           "ParserDefect", "TextPart", "UnsafeEdit", "analyse", "render", "text_parts"]
 
 QP_LINE_MAX = 76  # RFC 2045 6.7 (5): encoded line length, without the line ending
 LINE_MAX = 998  # RFC 5322 2.1.1: octets per line, without CRLF
@@ -58,6 +64,51 @@ class UnsafeEdit(ValueError):
 
 class _Skip(Exception):
     """A part that cannot be rewritten safely; the message is the human-readable reason."""
+
+
+class _Malformed(_Skip):
+    """A header block holding a line that is not a header field (readers disagree on where
+    such a block ends)."""
+
+
+# --- why a whole message is left as it is (typed, like email.errors.MessageDefect) ---------
+
+
+class Ambiguity:
+    """A MIME structure that readers could disagree about: the message is delivered as it is,
+    since a copy must differ only in text whitespace as every reader sees it."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+
+    def __str__(self) -> str:
+        what = (self.__doc__ or "").strip().split("\n")[0].rstrip(".")
+        return f"{type(self).__name__} ({what}{': ' + self.detail if self.detail else ''})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.detail == self.detail  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.detail))
+
+
+class ParserDefect(Ambiguity):
+    """Python's email package records defects."""
+
+
+class OtherStructure(Ambiguity):
+    """Readers see another MIME tree, text body or parameter.
+
+    The email package reads another tree or body than relay.mime, or a parameter is repeated
+    (the email package takes the first, other readers the last)."""
+
+
+class BoundaryLikeLine(Ambiguity):
+    """A line inside a part starts like a boundary delimiter of the message."""
+
+
+class MalformedHeaderLine(Ambiguity):
+    """A header block holds a line that is not a header field."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +170,7 @@ def _parse_entity(raw: bytes, start: int, end: int) -> _Entity:
         if content.endswith(b"\r"):
             content = content[:-1]
         if b"\r" in content:  # the email package would see a line break here
-            raise _Skip("bare CR in a header block")
+            raise _Malformed("bare CR in a header block")
         if not content and line.endswith(b"\n"):
             msg = email.message.Message()
             for name, value in fields:
@@ -127,14 +178,14 @@ def _parse_entity(raw: bytes, start: int, end: int) -> _Entity:
             return _Entity(msg, line_end, True)
         if content[:1] in (b" ", b"\t"):
             if not fields or not content.strip():
-                raise _Skip("malformed header block")
+                raise _Malformed("malformed header block")
             name, value = fields[-1]
             fields[-1] = (name, value + content.decode("latin-1"))
         elif _HEADER_FIELD.match(content):
             name, _, value = content.decode("latin-1").partition(":")
             fields.append((name.strip(), value.lstrip(" \t")))
         else:
-            raise _Skip("malformed header block")
+            raise _Malformed("malformed header block")
         pos = line_end
     msg = email.message.Message()
     for name, value in fields:
@@ -319,6 +370,9 @@ class _Walker:
         self.eol = _line_ending(raw[:4096])
         self.parts: list[TextPart] = []
         self.reasons: list[str] = []
+        self.boundaries: set[bytes] = set()  # every boundary a multipart declared
+        self.delimiters: set[int] = set()  # where the delimiter lines we used start
+        self.malformed: str | None = None  # the first malformed header block, where
 
     def skip(self, path: str, what: str, reason: str) -> None:
         self.reasons.append(f"part {_label(path)}{f' ({what})' if what else ''}: {reason}")
@@ -327,6 +381,9 @@ class _Walker:
              block: str | None, boundaries: tuple[bytes, ...], depth: int) -> None:
         try:
             self._walk(start, end, path, prefix, default_type, block, boundaries, depth)
+        except _Malformed as e:
+            self.malformed = self.malformed or f"part {_label(path)}: {e}"
+            self.skip(path, "", str(e))
         except _Skip as e:
             self.skip(path, "", str(e))
         except Exception as e:  # never let a malformed message escape as an error
@@ -393,6 +450,7 @@ class _Walker:
         if not boundary_str:
             raise _Skip(f"{ctype} without a boundary")
         boundary = boundary_str.encode("latin-1")
+        self.boundaries.add(boundary)
         if boundary in boundaries:
             raise _Skip(f"{ctype} reuses an enclosing boundary")
         if not ent.has_separator:
@@ -414,6 +472,7 @@ class _Walker:
         if found[0].group(1):
             raise _Skip(f"{ctype} without any body part")
         inner = (*boundaries, boundary)
+        self.delimiters.update(m.start() for m in found)
         for i, m in enumerate(found):
             if m.group(1):
                 break
@@ -433,19 +492,97 @@ class _Walker:
                       depth + 1)
 
 
-def text_parts(raw: bytes) -> tuple[list[TextPart], list[str]]:
+@dataclass(frozen=True)
+class Analysis:
+    parts: list[TextPart]  # the text parts that can be rewritten ([] when ambiguous)
+    skipped: list[str]  # one human-readable reason per text part left as it is
+    ambiguity: Ambiguity | None = None  # why the whole message is left as it is
+
+
+def _email_leaves(msg: email.message.Message, path: str,
+                  out: dict[str, email.message.Message]) -> None:
+    if msg.is_multipart():
+        for i, sub in enumerate(msg.get_payload()):
+            if isinstance(sub, email.message.Message):
+                _email_leaves(sub, f"{path}.{i + 1}" if path else str(i + 1), out)
+    else:
+        out[path] = msg
+
+
+def _ambiguity(raw: bytes, walker: _Walker) -> Ambiguity | None:
+    """Why readers could disagree about this message's structure, or None. relay.mime's walk
+    is one reader; Python's email package (compat32, as most Python mail tools use it) is
+    another, and a line that starts like a delimiter is read as one by lenient parsers."""
+    if walker.malformed:
+        return MalformedHeaderLine(walker.malformed)
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    defects = sorted({type(d).__name__ for p in msg.walk() for d in p.defects})
+    if defects:
+        return ParserDefect(", ".join(defects))
+    for p in msg.walk():  # first-wins (the email package) or last-wins (others) readers
+        names = [k.strip().lower() for k, _ in (p.get_params() or [])[1:]]
+        for name in ("boundary", "charset", "format", "delsp"):
+            if names.count(name) > 1:
+                return OtherStructure(f"{names.count(name)} {name} parameters")
+    bounds = set(walker.boundaries)
+    for p in msg.walk():
+        b = p.get_boundary() if p.is_multipart() else None
+        if b:
+            bounds.add(b.encode("latin-1", "replace"))
+    starts = tuple(b"--" + b for b in bounds)
+    if starts:
+        like = re.compile(rb"(?m)^(?:" + b"|".join(re.escape(x) for x in starts) + rb")")
+        for m in like.finditer(raw):
+            if m.start() not in walker.delimiters:
+                return BoundaryLikeLine(f"at byte {m.start()}")
+    leaves: dict[str, email.message.Message] = {}
+    _email_leaves(msg, "", leaves)
+    for part in walker.parts:
+        leaf = leaves.get(part.path)
+        if leaf is None or leaf.get_content_type() != f"text/{part.subtype}":
+            return OtherStructure(f"no text/{part.subtype} at part {_label(part.path)}")
+        cte = str(leaf.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if cte in IDENTITY_CTES:  # the raw body bytes, as the email package holds them
+            body = leaf.get_payload(decode=True)
+        else:  # quoted-printable and base64 bodies are ASCII (relay.mime checked)
+            payload = leaf.get_payload()
+            body = payload.encode("ascii", "replace") if isinstance(payload, str) else b""
+        if cte != part.cte or body != part._body:
+            return OtherStructure(f"another body or encoding at part {_label(part.path)}")
+        if part.cte == "quoted-printable" and starts and any(s in part._body for s in starts):
+            # a soft line break could put it at the start of a line in a copy
+            return BoundaryLikeLine(f"inside quoted-printable part {_label(part.path)}")
+    return None
+
+
+def analyse(raw: bytes, strict: bool = True) -> Analysis:
     """Every text/plain and text/html leaf part of the message (any nesting of multiparts) that
-    can be rewritten safely, and one human-readable reason per text part that was skipped."""
+    can be rewritten safely, and one human-readable reason per text part that was skipped.
+    `strict`: a message whose MIME structure readers could disagree about (see Ambiguity) has
+    no parts to rewrite, and says why."""
     try:
         if isinstance(raw, bytearray | memoryview):
             raw = bytes(raw)
         if not isinstance(raw, bytes):
-            return [], [f"message is {type(raw).__name__}, not bytes"]
+            return Analysis([], [f"message is {type(raw).__name__}, not bytes"])
         walker = _Walker(raw)
         walker.walk(0, len(raw), "", "", "text/plain", None, (), 0)
-        return walker.parts, walker.reasons
+        if strict:
+            try:
+                why = _ambiguity(raw, walker)
+            except Exception as e:  # a reader that fails is a reader that disagrees
+                why = ParserDefect(f"email package raised {type(e).__name__}")
+            if why is not None:
+                return Analysis([], [*walker.reasons, f"message: {why}"], why)
+        return Analysis(walker.parts, walker.reasons)
     except Exception as e:  # pragma: no cover - belt and braces
-        return [], [f"message could not be parsed ({type(e).__name__})"]
+        return Analysis([], [f"message could not be parsed ({type(e).__name__})"])
+
+
+def text_parts(raw: bytes) -> tuple[list[TextPart], list[str]]:
+    """analyse(raw, strict=False): the parts relay.mime alone finds, and the reasons."""
+    found = analyse(raw, strict=False)
+    return found.parts, found.skipped
 
 
 # --- rendering ----------------------------------------------------------------------------

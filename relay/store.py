@@ -95,7 +95,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
     """,
-    # 5: how each gap looked when the message arrived (carriers.SINGLE / DOUBLED / OTHER), so
+    # 5: the carrier rules a message was signed with (carriers.RULES); 0 for messages logged
+    # before (lines over 900 characters never carried, MIME read by relay.mime alone)
+    """
+    ALTER TABLE messages ADD COLUMN carrier_rules INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6: how each gap looked when the message arrived (carriers.SINGLE / DOUBLED / OTHER), so
     # a decode can tell whose copy of an earlier message a later one was made from (a forward
     # to all staff); NULL for messages logged before
     """
@@ -165,7 +170,7 @@ class Store:
     # --- relay side ---------------------------------------------------------------------
 
     def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
-                       block_cut: int, sender: str,
+                       block_cut: int, carrier_rules: int, sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[Any, ...]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
@@ -180,7 +185,8 @@ class Store:
                 carriers = sum(sum(1 for c in d[3] if c) for d in documents)
                 self.db["messages"].insert({
                     "identity": identity, "key_id": key_id, "word_rate": word_rate,
-                    "block": block, "block_cut": block_cut, "sender": sender,
+                    "block": block, "block_cut": block_cut, "carrier_rules": carrier_rules,
+                    "sender": sender,
                     "message_id": message_id, "subject": subject, "date": date, "size": size,
                     "carriers": carriers, "created_at": time.time(),
                 })
@@ -238,16 +244,16 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
-    def signing_of(self, identity: str) -> tuple[str, float, int, int] | None:
-        """(key_id, word_rate, block, block cut) a logged message was signed with; None if not
-        logged yet. A retry must make its copies with these, even after a key rotation, a profile
-        change or an upgrade."""
+    def signing_of(self, identity: str) -> tuple[str, float, int, int, int] | None:
+        """(key_id, word_rate, block, block cut, carrier rules) a logged message was signed
+        with; None if not logged yet. A retry must make its copies with these, even after a key
+        rotation, a profile change or an upgrade."""
         try:
-            row = self.db.execute("SELECT key_id, word_rate, block, block_cut FROM messages "
-                                  "WHERE identity = ?", [identity]).fetchone()
+            row = self.db.execute("SELECT key_id, word_rate, block, block_cut, carrier_rules "
+                                  "FROM messages WHERE identity = ?", [identity]).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read messages: {e}") from None
-        return None if row is None else (row[0], row[1], row[2], row[3])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
         """Note every recipient a copy is about to be made for (state pending) in one

@@ -183,6 +183,36 @@ async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks
     assert sink.to(STAFF[1])[0].data == even.copy_for(STAFF[1])
 
 
+async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """A message first attempted by a relay before carrier rules 1 (Outlook's paragraph lines
+    did not carry then) is retried with rules 0, so the remaining copies follow the same
+    carriers as those already delivered."""
+    import clients
+
+    from relay import fingerprint, keys
+
+    data = clients.build("outlook", clients.prose("en", 3, long=True), charset="utf-8",
+                         msgid="<retry-rules@example.com>")
+    relay = await start_relay(cfg)
+    sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
+    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
+    await relay.stop(grace=2)
+    conn = sqlite3.connect(cfg.db_path)
+    with conn:  # what the earlier relay version would have logged
+        assert conn.execute("UPDATE messages SET carrier_rules = 0").rowcount == 1
+    conn.close()
+    sink.rcpt_replies.clear()
+    relay2 = await start_relay(cfg)
+    assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+    kid, key = keys.load(cfg.key_file).current
+    old = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, rules=0)
+    new = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, rules=1)
+    assert old.carriers < new.carriers  # the rules matter here
+    assert sink.to(STAFF[1])[0].data == old.copy_for(STAFF[1])
+
+
 async def test_ordinary_4xx_then_retry_goes_only_to_the_rest(relay, sink: Sink) -> None:
     data = make_message(to="b@example.com")
     rcpts = ["a@example.com", "b@example.com", "c@example.com"]
@@ -474,7 +504,8 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
     await store.open()
     try:
         await store.call("record_message", identity="i1", key_id="k1", word_rate=1 / 6,
-                         block=48, block_cut=1, sender="boss@example.com", message_id=None,
+                         block=48, block_cut=1, carrier_rules=1,
+                         sender="boss@example.com", message_id=None,
                          subject=None, date=None, size=1, documents=[], doc_shingles=[])
         await store.call("add_copies", "i1", ["a@example.com", "b@example.com", "c@example.com"])
         fut = store.submit_copy("i1", "a@example.com", Outcome(ACCEPTED, "250 ok"))

@@ -11,10 +11,12 @@ import textwrap
 from email.message import EmailMessage
 from pathlib import Path
 
+import clients
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.carriers import analyse_html, analyse_plain
 from relay.decoding import decode
 from relay.fingerprint import prepare
 from relay.keys import Keyring
@@ -226,3 +228,115 @@ def test_second_pass_sheds_the_first_pass_marks(subtype: str) -> None:
         assert not [i for i in doubled if clean.gaps[i].cls == NONE], subtype
         share = sum(i in word_gaps for i in doubled) / len(word_gaps)
         assert 0.1 < share <= 1 / 6, share
+
+
+# --- mail as real clients write it (tests/clients.py) ---------------------------------------
+
+SAMPLES = clients.samples()
+
+
+@pytest.mark.parametrize("name, lang, raw", SAMPLES, ids=[s[0] for s in SAMPLES])
+def test_client_shapes_fingerprint_every_rendering(name: str, lang: str, raw: bytes) -> None:
+    """Every client shape carries bits in every rendering it has; each copy differs from the
+    original only in text-body whitespace as the email package reads it, and no rendering
+    changes more than one ordinary word gap in six."""
+    from relay.tokens import is_sentence_gap
+
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert p.ambiguity is None and not p.skipped
+    kinds = {d.kind: sum(1 for c in d.classes if c) for d in p.documents}
+    expected = {"plain"} if name.startswith("plain_b64") else {"plain", "html"}
+    assert set(kinds) == expected and min(kinds.values()) >= 150, kinds
+    copies = {r: p.copy_for(r) for r in (f"user{i}@example.com" for i in range(12))}
+    assert len(set(copies.values())) == len(copies)
+    for c in copies.values():
+        assert clients.whitespace_only(raw, c) is None
+        assert all(len(line) <= 998 for line in c.split(b"\r\n"))
+        for render in (clients.plain_rendering, clients.html_rendering):
+            orig = render(raw)
+            if orig is None:
+                continue
+            gaps, changed = clients.word_gap_share(orig, render(c), is_sentence_gap)
+            assert gaps >= 150 and 0 < changed and 6 * changed <= gaps, (render, gaps, changed)
+
+
+def test_outlook_paragraph_lines_carry_under_the_current_rules() -> None:
+    """Outlook's plain text (one quoted-printable line per paragraph, 900-2,000 characters)
+    carried nothing under carrier rules 0; it carries like the HTML now."""
+    raw = clients.build("outlook", clients.prose("en", 4, long=True), charset="utf-8")
+    old = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
+    new = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert [d.kind for d in old.documents] == ["html"]
+    plain = [d for d in new.documents if d.kind == "plain"]
+    assert plain and sum(1 for c in plain[0].classes if c) > 500
+    assert new.rules == 1 and new.log_entry("ceo@example.com")["carrier_rules"] == 1
+
+
+@pytest.mark.parametrize("kind", ["plain", "html"])
+def test_long_8bit_line_carries_as_many_bits_as_fit_under_998_octets(kind: str) -> None:
+    """A 7bit/8bit line cannot be re-wrapped: it carries as many bits as stay under 998 octets
+    with every carrier doubled (in HTML a doubled gap grows by 6, `&nbsp; `)."""
+    words = " ".join(clients.prose("en", 3))
+    line = words[:950].rsplit(" ", 1)[0]
+    body = f"<p>{line}</p>" if kind == "html" else line
+    raw = (f"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
+           f"Content-Type: text/{kind}; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit"
+           f"\r\n\r\n{body}\r\nshort second line with a few gaps\r\n").encode()
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    grow = 6 if kind == "html" else 1
+    room = 998 - len(body)
+    on_line = sum(1 for c in p.documents[0].classes[:len(line.split()) - 1] if c)
+    unlimited = len((analyse_html(body) if kind == "html" else analyse_plain(body)).carriers())
+    assert unlimited > room // grow and on_line == room // grow
+    worst = p._render([1] * p.carriers)
+    assert max(len(x) for x in worst.split(b"\r\n")) <= 998
+    assert clients.whitespace_only(raw, worst) is None
+
+
+def test_parser_differential_message_is_left_whole() -> None:
+    """bench/fuzz_mime.py's parser-differential class: a `Name :` header line ends the header
+    block for the email package, which then reads the whole MIME structure as one text/plain
+    body; a re-encoded base64 part inside it differed beyond whitespace as that reader sees it.
+    Under carrier rules 1 the message is delivered whole."""
+    import base64
+
+    text = "\n\n".join(clients.prose("en", 2)) + "\n"
+    raw = ("From: a@example.com\nX-Note : hello\nMIME-Version: 1.0\nContent-Type: "
+           'multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain; '
+           "charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+           + base64.encodebytes(text.encode()).decode() + "--b--\n").replace("\n", "\r\n")
+    data = raw.encode()
+    old = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
+    assert old.carriers and clients.whitespace_only(data, old.copy_for("a@example.com"))
+    new = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6)
+    assert new.carriers == 0 and new.copy_for("a@example.com") == data
+    assert type(new.ambiguity).__name__ == "ParserDefect"
+    assert "MissingHeaderBodySeparatorDefect" in str(new.ambiguity)
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "7bit", "base64"])
+def test_html_source_line_ends_carry_in_every_encoding(cte: str) -> None:
+    """Word's and Thunderbird's HTML wraps its source inside paragraphs: those line ends carry
+    by an `&nbsp;` inserted before them, in every transfer encoding, and a copy still differs
+    only in HTML whitespace."""
+    words = " ".join(clients.prose("en", 2)).split()
+    lines = [" ".join(words[i:i + 9]) for i in range(0, len(words), 9)]
+    html_text = "<html><body><p>" + "\r\n".join(lines) + "</p></body></html>\r\n"
+    if cte == "quoted-printable":
+        body = clients.qp(html_text.replace("\r\n", "\n"), "utf-8")
+    elif cte == "base64":
+        body = clients.b64(html_text.replace("\r\n", "\n"), "utf-8")
+    else:
+        body = html_text.encode()
+    raw = (b"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body)
+    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    (doc,) = p.documents
+    ends = [g for g in p._gaps[0] if g[1].start == g[1].end]
+    assert len(ends) == len(lines) - 1
+    worst = p._render([1] * p.carriers)
+    assert clients.whitespace_only(raw, worst) is None
+    assert max(len(x) for x in worst.split(b"\r\n")) <= (76 if cte != "7bit" else 998)
+    shown = clients.html_rendering(worst) or ""
+    assert shown.count("\u00a0 ") == p.carriers
