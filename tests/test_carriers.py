@@ -582,9 +582,9 @@ def test_plain_marks_outside_carriers_are_shed() -> None:
     text = ("Hello  there my friend.\n> quoted  line with  marks\nName   Value\tx\n"
             "mail  me@example.com  now\n-- \nsig  line\n")
     L = analyse_plain(text)
-    assert [text[a:b] for a, b in L.marks] == ["  ", "  ", "  "]
+    assert [(text[a:b], new) for a, b, new in L.marks] == [("  ", " ")] * 3
     assert [g.cls for g in L.gaps][:1] == [WORD]  # "Hello  there": a carrier, not a mark
-    starts = {a for a, _ in L.marks}
+    starts = {a for a, _, _ in L.marks}
     assert {text.index("quoted  ") + 6, text.index("with  ") + 4,
             text.index("sig  ") + 3} == starts
 
@@ -593,3 +593,14 @@ def test_html_doubled_copy_keeps_words() -> None:
     L, L2 = _html_copy_all_doubled()
     assert len(L.carriers()) >= 8
     assert L2.words == L.words
+
+
+def test_html_mark_before_a_source_line_end_is_shed() -> None:
+    """A no-break space an earlier pass put before a line end of the HTML source (how a
+    doubled gap is written there) is removed by every new copy; the line end stays."""
+    text = "<p>one two&nbsp;\n   three four</p>"
+    L = analyse_html(text)
+    assert L.words == ("one", "two", "three", "four")
+    assert L.arrived[1] == DOUBLED and L.arrived[0] == SINGLE
+    (mark,) = L.marks
+    assert (text[mark[0]:mark[1]], mark[2]) == ("&nbsp;", "")
