@@ -166,10 +166,10 @@ def _mark(ws: str, source: str, start: int, end: int) -> tuple[int, int, str] | 
     if m is None:
         return None
     src = m.group("ws")
-    if html.unescape(src) == ws:
-        return m.start("ws"), m.end("ws"), " "
-    tail = ws[1:]  # a no-break space before a line end of the HTML source
-    if ws[:1] == "\u00a0" and src.endswith(tail) and html.unescape(src[:-len(tail)]) == "\u00a0":
+    if ws in MARK_FORMS:
+        return (m.start("ws"), m.end("ws"), " ") if html.unescape(src) == ws else None
+    tail = ws[1:]  # a no-break space before a line end of the HTML source: it goes, the line
+    if src.endswith(tail) and html.unescape(src[:-len(tail)]) == "\u00a0":  # end stays
         return m.start("ws"), m.end("ws") - len(tail), ""
     return None
 
