@@ -523,6 +523,22 @@ def _setup_logging() -> None:
         root.addHandler(h)
     logging.getLogger("relay").setLevel(logging.INFO)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: per-command chatter
+    logging.getLogger("mail.log").addFilter(_OncePerInterval())  # its warnings: client-made
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets a record through at most once per LOG_INTERVAL and message template (aiosmtpd
+    warns once per bogus command a client sends)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttle = limits.LogThrottle(LOG_INTERVAL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = self.throttle.allow(str(record.msg), time.monotonic())
+        if held:
+            record.msg = f"{record.msg} ({held} more since the last such line)"
+        return held is not None
 
 
 async def _main(cfg: Config) -> int:

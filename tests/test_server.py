@@ -617,3 +617,14 @@ async def test_accept_errors_are_one_line_per_interval(relay, caplog) -> None:
     lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None
     assert lines[0].getMessage() == "socket.accept() out of system resource: Too many open files"
+
+
+def test_aiosmtpd_warnings_are_throttled() -> None:
+    import logging
+
+    from relay.server import _OncePerInterval
+
+    f = _OncePerInterval()
+    recs = [logging.LogRecord("mail.log", logging.WARNING, __file__, 1, "%r unrecognised: %s",
+                              (("127.0.0.1", i), "XYZ"), None) for i in range(100)]
+    assert sum(f.filter(r) for r in recs) == 1
