@@ -13,7 +13,8 @@ text between the angle brackets; `check_sender` / `check_rcpt` then decide:
 * A source route (`<@a,@b:user@c>`, RFC 5321 section 4.1.1.3 says to ignore it) is *dropped*:
   the mailbox `user@c` is what is checked and forwarded.
 * Refused with 553 5.1.3: an empty local part; local part over 64 octets, domain over 255,
-  path over 256 (RFC 5321 section 4.5.3.1); control characters, spaces, commas, comments,
+  path over 256 (RFC 5321 section 4.5.3.1); control characters (C0, DEL, C1 such as U+009B)
+  and bidi overrides (U+202A-U+202E, U+2066-U+2069; relay.printable), spaces, commas, comments,
   backslashes, bytes that are not UTF-8; a dot-string with empty atoms; a quoted local part
   holding anything but atext characters and dots (`"john..doe"@x` passes, `"a b"@x` does not);
   an address aiosmtplib would not put on the wire verbatim.
@@ -44,6 +45,7 @@ from pathlib import Path
 from aiosmtplib.email import parse_address
 
 from .config import Config, ConfigError
+from .printable import has_unsafe
 
 Reply = tuple[int, str]
 
@@ -136,7 +138,7 @@ def _literal_ok(domain: str) -> bool:
 
 def check_mailbox(addr: str, smtputf8: bool = False, *, literal_ok: bool = False) -> Reply | None:
     """Syntax and open-relay checks common to senders and recipients (route already stripped)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in addr):
+    if has_unsafe(addr):  # C0, DEL, C1 (U+009B...), bidi overrides: they reach logs and DSNs
         return _bad(553, "5.1.3 control characters are not allowed in addresses")
     try:
         raw = addr.encode("utf-8")

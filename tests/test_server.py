@@ -628,3 +628,14 @@ def test_aiosmtpd_warnings_are_throttled() -> None:
     recs = [logging.LogRecord("mail.log", logging.WARNING, __file__, 1, "%r unrecognised: %s",
                               (("127.0.0.1", i), "XYZ"), None) for i in range(100)]
     assert sum(f.filter(r) for r in recs) == 1
+
+
+async def test_smtputf8_address_with_c1_or_bidi_is_refused(relay, sink: Sink) -> None:
+    for rcpt in ("a\u009b31m@example.com", "b\u202eob@example.com"):
+        reply = await smtp_send(relay.port, "a@example.com", [rcpt], b"x\r\n",
+                                mail_options="SMTPUTF8")
+        assert reply.startswith("553 5.1.3"), reply
+    reply = await smtp_send(relay.port, "\u202eb@example.com", ["b@example.com"], b"x\r\n",
+                            mail_options="SMTPUTF8")
+    assert reply.startswith("553 5.1.3"), reply
+    assert sink.messages == []
