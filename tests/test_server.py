@@ -639,3 +639,21 @@ async def test_smtputf8_address_with_c1_or_bidi_is_refused(relay, sink: Sink) ->
                             mail_options="SMTPUTF8")
     assert reply.startswith("553 5.1.3"), reply
     assert sink.messages == []
+
+
+async def test_no_dsn_to_a_list_address_sender(relay, sink: Sink, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="relay")
+    sink.rcpt_replies["b@example.com"] = "550 5.1.1 no such user"
+    data = make_message(to="c@example.com", sender="all-staff@example.com")
+    reply = await smtp_send(relay.port, "all-staff@example.com",
+                            ["b@example.com", "c@example.com"], data)
+    assert reply.startswith("250"), reply
+    assert [m.rcpt_tos for m in sink.messages] == [["c@example.com"]]  # and no notice from <>
+    assert any("no notice: the envelope sender is a list address" in r.getMessage()
+               for r in caplog.records)
+    # an ordinary sender still gets its notice
+    reply = await smtp_send(relay.port, "boss@example.com",
+                            ["b@example.com", "c@example.com"], make_message(to="c@example.com"))
+    assert reply.startswith("250") and sink.messages[-1].mail_from == "<>"
