@@ -477,9 +477,23 @@ async def refused_connects(relay: Relay, sink: Sink) -> Row:
 
 # --- decode on hostile images -----------------------------------------------------------------
 
+def _hwm_mib(pid: int | str, needle: bytes) -> float | None:
+    """VmHWM (peak RSS) of a live process whose command line holds `needle`, in MiB."""
+    try:
+        if needle not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None  # not yet exec'd: still a copy of this process
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _decode(folder: Path, name: str, data: bytes) -> tuple[int, str, float, float, float | None]:
-    """(exit status, stderr, seconds, peak RSS MiB of decode and its children, peak RSS MiB
-    of the tesseract child when one ran)."""
+    """(exit status, stderr, seconds, peak RSS MiB of decode, peak RSS MiB of its tesseract
+    child when one ran). Peaks are VmHWM sampled every 5 ms while the processes live (a
+    process's rusage would count this bench's own memory, copied at fork, too)."""
     f = folder / name
     f.write_bytes(data)
     t = time.perf_counter()
@@ -487,30 +501,22 @@ def _decode(folder: Path, name: str, data: bytes) -> tuple[int, str, float, floa
                              str(folder / "relay.db"), "--config", str(folder / "c.toml"), str(f)],
                             cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0.0
     tess: float | None = None
-    while True:  # until decode exits; meanwhile the tesseract child's own high-water mark
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    while proc.poll() is None:
+        peak = max(peak, _hwm_mib(proc.pid, b"decode") or 0.0)
         try:
             kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         except OSError:
             kids = []
         for k in kids:
-            try:
-                status = Path(f"/proc/{k}/status").read_text()
-            except OSError:
-                continue
-            if "tesseract" in status.splitlines()[0]:
-                hwm = [int(s.split()[1]) for s in status.splitlines() if s.startswith("VmHWM:")]
-                if hwm:
-                    tess = max(tess or 0.0, hwm[0] / 1024)
-        time.sleep(0.01)
+            hwm = _hwm_mib(k, b"tesseract")
+            if hwm is not None:
+                tess = max(tess or 0.0, hwm)
+        time.sleep(0.005)
     seconds = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode() if proc.stderr else ""
-    # wait4's rusage: decode and the children it waited for (tesseract), the larger peak
-    return proc.returncode, err.strip(), seconds, usage.ru_maxrss / 1024, tess
+    return proc.returncode, err.strip(), seconds, peak, tess
 
 
 def _decode_row(label: str, name: str, make: Callable[[], bytes]) -> Row:

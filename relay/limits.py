@@ -41,13 +41,14 @@ def client_key(peer: Any) -> str:
     return str(ip)
 
 
-def admit(total: int, from_client: int, max_total: int, max_per_client: int) -> Reply | None:
-    """None when a new connection may be served, else the reply that refuses it. `total` and
-    `from_client` count the open connections including the new one."""
+def admit(total: int, from_client: int, max_total: int, max_per_client: int) -> str | None:
+    """None when a new connection may be served, else why not (the text of its
+    `421 4.7.0 ..., try again later`). `total` and `from_client` count the open connections
+    including the new one."""
     if total > max_total:
-        return (421, "4.7.0 too many connections, try again later")
+        return "too many connections"
     if from_client > max_per_client:
-        return (421, "4.7.0 too many connections from your address, try again later")
+        return "too many connections from your address"
     return None
 
 

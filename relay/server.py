@@ -119,13 +119,12 @@ class RelaySMTP(SMTP):
             assert self.transport is not None
             self.transport.close()
             return
-        over = limits.admit(len(h.connections), h.per_client.get(self.client, 0),
-                            h.cfg.max_connections, h.cfg.max_connections_per_client)
-        if over is not None:
-            why = over[1][6:].split(",")[0]  # "too many connections[ from your address]"
+        why = limits.admit(len(h.connections), h.per_client.get(self.client, 0),
+                           h.cfg.max_connections, h.cfg.max_connections_per_client)
+        if why is not None:
             h.warn(f"refused connection from {self.client}: {why} "
                    f"({len(h.connections) - 1} open)", key=f"refused {self.client}: {why}")
-            await self.push(f"{over[0]} {over[1]}")
+            await self.push(f"421 4.7.0 {why}, try again later")
             assert self.transport is not None
             self.transport.close()
             return

@@ -21,17 +21,15 @@ def test_client_key(peer: object, key: str) -> None:
     assert client_key(peer) == key
 
 
-@pytest.mark.parametrize("total,mine,reply", [
+@pytest.mark.parametrize("total,mine,why", [
     (1, 1, None),
     (200, 20, None),
-    (201, 1, "4.7.0 too many connections, try again later"),
-    (50, 21, "4.7.0 too many connections from your address, try again later"),
-    (201, 21, "4.7.0 too many connections, try again later"),
+    (201, 1, "too many connections"),
+    (50, 21, "too many connections from your address"),
+    (201, 21, "too many connections"),
 ])
-def test_admit(total: int, mine: int, reply: str | None) -> None:
-    got = admit(total, mine, max_total=200, max_per_client=20)
-    assert (got[1] if got else None) == reply
-    assert got is None or got[0] == 421
+def test_admit(total: int, mine: int, why: str | None) -> None:
+    assert admit(total, mine, max_total=200, max_per_client=20) == why
 
 
 def test_backoff_table() -> None:
