@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import resource
 import socket
@@ -29,10 +30,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.controller import Controller
 
@@ -41,6 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import bombs  # noqa: E402  (tests/bombs.py: the hostile images)
+
+MP = multiprocessing.get_context("fork")
 
 ATTACKER, ATTACKER2, OUTSIDER, CLIENT = "127.0.0.2", "127.0.0.4", "127.0.0.3", "127.0.0.1"
 OPEN_FILES = 1024  # systemd's default soft limit for a service
@@ -67,22 +72,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Sink:
-    """Counts messages; runs in its own thread (aiosmtpd Controller)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
-                                     ready_timeout=10)
-        self.controller.start()
-
+class _Accept:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.count += 1
         return "250 2.0.0 queued"
 
+
+def _sink_main(port: int) -> None:
+    Controller(_Accept(), hostname="127.0.0.1", port=port, ready_timeout=10).start()
+    threading.Event().wait()
+
+
+class Sink:
+    """The relay's upstream: an aiosmtpd sink in its own process (so that the attackers in
+    this process never slow it down)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = MP.Process(target=_sink_main, args=(self.port,), daemon=True)
+        self.proc.start()
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
     def stop(self) -> None:
-        self.controller.stop()
+        self.proc.terminate()
+        self.proc.join()
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
@@ -241,13 +258,69 @@ class Other:
         except (OSError, TimeoutError, ConnectionError) as e:
             self.failures.append(type(e).__name__)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: Any) -> None:
         while not stop.is_set():
             await self.once()
-            try:
-                await asyncio.wait_for(stop.wait(), self.every)
-            except TimeoutError:
-                pass
+            await asyncio.sleep(self.every)
+
+
+def _forked() -> None:
+    asyncio.events._set_running_loop(None)  # forked from inside this process's running loop
+
+
+def _other_main(port: int, stop: Any, out: Any) -> None:
+    _forked()
+    other = Other(port)
+    asyncio.run(other.run(stop))
+    out.put(other.summary())
+
+
+def _noop_main(port: int, stop: Any, out: Any) -> None:
+    """NOOP every 50 ms on one open session, and a new connection's greeting every 0.5 s."""
+    _forked()
+
+    async def run() -> str:
+        loop = asyncio.get_running_loop()
+        noop: list[float] = []
+        greet: list[float] = []
+        c = await Conn.open(port, CLIENT)
+        await c.reply()
+        await c.cmd("EHLO other.bench")
+        while not stop.is_set():
+            t = loop.time()
+            await c.cmd("NOOP")
+            noop.append(loop.time() - t)
+            if len(noop) % 10 == 0:
+                t = loop.time()
+                g = await Conn.open(port, CLIENT)
+                await g.reply()
+                greet.append(loop.time() - t)
+                g.close()
+            await asyncio.sleep(0.05)
+        c.close()
+        return (f"NOOP median {1000 * statistics.median(noop):.1f} ms / max "
+                f"{1000 * max(noop):.0f} ms ({len(noop)}); greeting max "
+                f"{1000 * max(greet):.0f} ms")
+    out.put(asyncio.run(run()))
+
+
+class OtherProcess:
+    """The other client in its own process (its own event loop and interpreter), so that what
+    it measures is the relay, not this process busy with the attackers."""
+
+    def __init__(self, port: int, target: Callable[[int, Any, Any], None] = _other_main
+                 ) -> None:
+        self.stop_event = MP.Event()
+        self.out = MP.Queue()
+        self.proc = MP.Process(target=target, args=(port, self.stop_event, self.out),
+                               daemon=True)
+        self.proc.start()
+
+    def finish(self) -> str:
+        self.stop_event.set()
+        summary = self.out.get(timeout=120)
+        self.proc.join()
+        return str(summary)
 
     def summary(self) -> str:
         if not self.mail and not self.greet:
@@ -317,41 +390,20 @@ async def auth_brute_force(relay: Relay, sink: Sink) -> Row:
             except (OSError, ConnectionError, TimeoutError, ssl.SSLError):
                 answers["closed"] = answers.get("closed", 0) + 1
 
-    noop: list[float] = []
-    greet: list[float] = []
-
-    async def other() -> None:
-        c = await Conn.open(relay.port, CLIENT)
-        await c.reply()
-        await c.cmd("EHLO other.bench")
-        while not stop.is_set():
-            t = loop.time()
-            await c.cmd("NOOP")
-            noop.append(loop.time() - t)
-            if len(noop) % 10 == 0:
-                t = loop.time()
-                g = await Conn.open(relay.port, CLIENT)
-                await g.reply()
-                greet.append(loop.time() - t)
-                g.close()
-            await asyncio.sleep(0.05)
-        c.close()
-
+    other = OtherProcess(relay.port, _noop_main)
+    await asyncio.sleep(1)
     t0 = loop.time()
-    tasks = [loop.create_task(attacker(ATTACKER)), loop.create_task(attacker(ATTACKER2)),
-             loop.create_task(other())]
+    tasks = [loop.create_task(attacker(ATTACKER)), loop.create_task(attacker(ATTACKER2))]
     await asyncio.sleep(AUTH_SECONDS)
     stop.set()
     await asyncio.gather(*tasks)
+    seen = other.finish()
     checked = answers.get("535", 0) + answers.get("421", 0)
     outcome = (f"{checked} guesses answered in {AUTH_SECONDS:.0f} s: "
                f"{answers.get('535', 0)} x 535, {answers.get('421', 0)} x 421 (session closed "
                f"or address backing off), {answers.get('454', 0)} x 454")
     return Row("AUTH brute force, 2 sessions in parallel", outcome, loop.time() - t0,
-               relay.peak_rss_mib(),
-               f"NOOP median {1000 * statistics.median(noop):.1f} ms / max "
-               f"{1000 * max(noop):.0f} ms ({len(noop)}); greeting max "
-               f"{1000 * max(greet):.0f} ms")
+               relay.peak_rss_mib(), seen)
 
 
 @with_relay(auth=True)
@@ -387,11 +439,10 @@ def _raise_open_files() -> None:
 async def _idle_attack(relay: Relay, sink: Sink, label: str) -> Row:
     _raise_open_files()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    other = Other(relay.port)
+    other = OtherProcess(relay.port)
+    await asyncio.sleep(1)  # the other client's first messages: before the attack
     t0 = loop.time()
     log0 = relay.log_size()
-    runner = loop.create_task(other.run(stop))
     held: list[Conn] = []
     refused = 0
     greeted = 0
@@ -414,14 +465,12 @@ async def _idle_attack(relay: Relay, sink: Sink, label: str) -> Row:
     for i in range(0, IDLE, 50):
         await asyncio.gather(*(one() for _ in range(min(50, IDLE - i))))
     await asyncio.sleep(10)  # everything held open while the other client keeps mailing
-    stop.set()
-    await runner
+    seen = other.finish()
     for c in held:
         c.close()
     grown = relay.log_size() - log0
     return Row(label, f"{greeted} greeted and held idle, {refused} refused (421 or no answer); "
-               f"log grew {grown:,} bytes", loop.time() - t0, relay.peak_rss_mib(),
-               other.summary())
+               f"log grew {grown:,} bytes", loop.time() - t0, relay.peak_rss_mib(), seen)
 
 
 @with_relay()
@@ -446,11 +495,10 @@ REFUSED = 5000
 async def refused_connects(relay: Relay, sink: Sink) -> Row:
     """5,000 connections from an address outside [listen] allow, 50 at a time."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    other = Other(relay.port)
+    other = OtherProcess(relay.port)
+    await asyncio.sleep(1)
     log0 = relay.log_size()
     t0 = loop.time()
-    runner = loop.create_task(other.run(stop))
     answers: dict[str, int] = {}
 
     async def one() -> None:
@@ -466,13 +514,12 @@ async def refused_connects(relay: Relay, sink: Sink) -> Row:
         await asyncio.gather(*(one() for _k in range(50)))
     dt = loop.time() - t0
     await asyncio.sleep(1)
-    stop.set()
-    await runner
+    seen = other.finish()
     text = relay.log.read_bytes()[log0:].decode("utf-8", "replace")
     lines = [s for s in text.splitlines() if "refused connection" in s]
     return Row(f"{REFUSED:,} refused connects (outside allow)",
                f"{answers}; {len(lines)} log line(s) about them, log grew "
-               f"{relay.log_size() - log0:,} bytes", dt, relay.peak_rss_mib(), other.summary())
+               f"{relay.log_size() - log0:,} bytes", dt, relay.peak_rss_mib(), seen)
 
 
 # --- decode on hostile images -----------------------------------------------------------------
