@@ -163,6 +163,13 @@ class Relay:
     def log_size(self) -> int:
         return self.log.stat().st_size
 
+    def attack_log(self, since: int) -> tuple[int, int]:
+        """(lines, bytes) the relay logged after offset `since`, leaving out the one line per
+        ordinary message of the other client."""
+        text = self.log.read_bytes()[since:].decode("utf-8", "replace")
+        lines = [s for s in text.splitlines() if " from=<" not in s]
+        return len(lines), sum(len(s.encode()) + 1 for s in lines)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -263,6 +270,16 @@ class Other:
             await self.once()
             await asyncio.sleep(self.every)
 
+    def summary(self) -> str:
+        if not self.mail and not self.greet:
+            return f"no answer ({', '.join(sorted(set(self.failures)))})"
+        s = (f"greeting max {1000 * max(self.greet):.0f} ms, mail median "
+             f"{1000 * statistics.median(self.mail):.0f} ms / max {1000 * max(self.mail):.0f} ms"
+             f" ({len(self.mail)} messages)") if self.mail else "no mail went through"
+        if self.failures:
+            s += f"; {len(self.failures)} failed ({', '.join(sorted(set(self.failures)))})"
+        return s
+
 
 def _forked() -> None:
     asyncio.events._set_running_loop(None)  # forked from inside this process's running loop
@@ -321,17 +338,6 @@ class OtherProcess:
         summary = self.out.get(timeout=120)
         self.proc.join()
         return str(summary)
-
-    def summary(self) -> str:
-        if not self.mail and not self.greet:
-            return f"no answer ({', '.join(sorted(set(self.failures)))})"
-        s = (f"greeting max {1000 * max(self.greet):.0f} ms, mail median "
-             f"{1000 * statistics.median(self.mail):.0f} ms / max {1000 * max(self.mail):.0f} ms"
-             f" ({len(self.mail)} messages)") if self.mail else "no mail went through"
-        if self.failures:
-            s += f"; {len(self.failures)} failed ({', '.join(sorted(set(self.failures)))})"
-        return s
-
 
 def with_relay(listen: str = "", extra: str = "", auth: bool = False
                ) -> Callable[[Callable[..., Row]], Callable[[], Row]]:
@@ -468,9 +474,10 @@ async def _idle_attack(relay: Relay, sink: Sink, label: str) -> Row:
     seen = other.finish()
     for c in held:
         c.close()
-    grown = relay.log_size() - log0
+    n, grown = relay.attack_log(log0)
     return Row(label, f"{greeted} greeted and held idle, {refused} refused (421 or no answer); "
-               f"log grew {grown:,} bytes", loop.time() - t0, relay.peak_rss_mib(), seen)
+               f"{n} log lines ({grown:,} bytes) about the attack", loop.time() - t0,
+               relay.peak_rss_mib(), seen)
 
 
 @with_relay()
@@ -515,11 +522,10 @@ async def refused_connects(relay: Relay, sink: Sink) -> Row:
     dt = loop.time() - t0
     await asyncio.sleep(1)
     seen = other.finish()
-    text = relay.log.read_bytes()[log0:].decode("utf-8", "replace")
-    lines = [s for s in text.splitlines() if "refused connection" in s]
+    n, grown = relay.attack_log(log0)
     return Row(f"{REFUSED:,} refused connects (outside allow)",
-               f"{answers}; {len(lines)} log line(s) about them, log grew "
-               f"{relay.log_size() - log0:,} bytes", dt, relay.peak_rss_mib(), seen)
+               f"{answers}; {n} log line(s) ({grown:,} bytes) about them", dt,
+               relay.peak_rss_mib(), seen)
 
 
 # --- decode on hostile images -----------------------------------------------------------------
