@@ -12,13 +12,16 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, config, keys
 from .config import Config, ConfigError, parse_hostport
+from .printable import escape, escape_json
 from .store import StoreError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
+MAX_TEXT_BYTES = 1 << 20  # suspect text: 1 MiB is about 150,000 words, a whole book
+MAX_IMAGE_BYTES = 50 << 20  # a screenshot file (the pixel count is checked from its header)
 
 
 class UsageError(Exception):
@@ -90,16 +93,31 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _read_input(name: str, binary: bool) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
+    limit = MAX_IMAGE_BYTES if binary else MAX_TEXT_BYTES
     try:
-        return Path(name).read_bytes()
+        if name == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(name, "rb") as f:
+                data = f.read(limit + 1)
     except FileNotFoundError:
         raise UsageError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise UsageError(f"{name}: is a directory") from None
     except OSError as e:
         raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+    if len(data) > limit:
+        what = "an image" if binary else "suspect text"
+        raise CannotRun(f"{name}: more than {limit >> 20} MiB, too large for {what}")
+    if binary:
+        from .ocr import UnreadableImage, _is_image, check_image
+
+        try:
+            if _is_image(data):
+                check_image(data)  # the header only: a bomb is refused before it is decoded
+        except UnreadableImage as e:
+            raise CannotRun(f"{name}: {e}") from None
+    return data
 
 
 def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
@@ -115,7 +133,7 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
                 return read_image(data, cfg.ocr_languages)
             words = run_tesseract(data, cfg.ocr_languages)  # read_image, keeping the boxes
         except OcrUnavailable as e:
-            raise CannotRun(str(e)) from None
+            raise CannotRun(f"{name}: {e}" if name != "-" else str(e)) from None
         from .evidence import image_source
 
         sources.append(image_source(name, data, words))
@@ -148,6 +166,10 @@ def _fmt_p(p: float) -> str:
 
 
 def render_report(rep: dict) -> str:
+    """The human-readable verdict. Every string that came from mail (subject, date,
+    Message-ID, recipients) is printed through printable.escape: no control character or bidi
+    override reaches the terminal."""
+    rep = _escaped(rep)
     lines = []
     verdict = rep["verdict"]
     if verdict == "no_match":
@@ -195,6 +217,16 @@ def render_report(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     from .decoding import decode
     from .store import Store
@@ -231,7 +263,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         _write_sheet(args.report, render(result, sources, Custody(
             __version__, str(Path(cfg.db_path).resolve()), decoded_at)))
     if args.json:
-        print(json.dumps(rep, ensure_ascii=False))
+        print(escape_json(json.dumps(rep, ensure_ascii=False)))
     else:
         sys.stdout.write(render_report(rep))
     return 0

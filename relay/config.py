@@ -44,6 +44,8 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_file: Path | None = None
+    max_connections: int = 200  # open SMTP sessions in all; more get 421 4.7.0
+    max_connections_per_client: int = 50  # per IPv4 address / IPv6 /64
 
     upstream_host: str = "127.0.0.1"
     upstream_port: int = 10026
@@ -161,7 +163,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
     r = _Reader(data, source, base or Path.cwd())
     d = Config()
     r.check_keys("listen", {"host", "port", "allow", "hostname", "domains", "max_message_size",
-                            "max_recipients", "timeout", "tls_cert", "tls_key", "auth_file"})
+                            "max_recipients", "timeout", "tls_cert", "tls_key", "auth_file",
+                            "max_connections", "max_connections_per_client"})
     r.check_keys("upstream", {"host", "port", "concurrency", "timeout", "fanout_budget"})
     r.check_keys("policy", {"lists", "min_recipients", "members"})
     r.check_keys("store", {"path", "keep_days"})
@@ -228,6 +231,9 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         tls_cert=tls_cert,
         tls_key=tls_key,
         auth_file=auth_file,
+        max_connections=positive("listen", "max_connections", int, d.max_connections, 1),
+        max_connections_per_client=positive("listen", "max_connections_per_client", int,
+                                            d.max_connections_per_client, 1),
         upstream_host=r.get("upstream", "host", str, d.upstream_host),
         upstream_port=port("upstream", d.upstream_port),
         concurrency=positive("upstream", "concurrency", int, d.concurrency, 1),

@@ -618,7 +618,11 @@ class Deliverer:
             if len(rcpts) > 1:
                 text = f"{text} (and every other recipient refused too)"
             return _line(f"{code} {text}")
-        if perm and wire_sender(txn.sender):
+        why = dsn.withheld(txn.sender, (*self.cfg.lists, *self.cfg.members)) if perm else None
+        if why:
+            log.warning("%s %d recipient(s) refused permanently; no notice: %s", txn.qid,
+                        len(perm), why)
+        elif perm and wire_sender(txn.sender):
             notice = await self.store.call("notice_state", identity)
             if notice is None:
                 n = dsn.build(reporting_mta=self.cfg.hostname, sender=txn.sender,

@@ -2,15 +2,16 @@
 
 The relay sends one when it answered a message with 250 although the upstream refused some
 recipients permanently (the client's MTA cannot know: SMTP has one reply per DATA). It goes from
-`<>` to the envelope sender and names every failed recipient with the upstream's reply; the
-original message's header section is attached (text/rfc822-headers), never its body.
+`<>` to the envelope sender (never to a list address: `withheld`) and names every failed
+recipient with the upstream's reply; the original message's header section is attached
+(text/rfc822-headers), never its body.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -52,6 +53,15 @@ def status_of(reply: str) -> str:
 
 def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
+
+
+def withheld(sender: str, lists: Iterable[str]) -> str | None:
+    """Why no notification may go to `sender`, or None. A list address (`[policy] lists` or
+    `members`) never gets one: it would reach every member ("MAIL FROM:<all-staff@...>" with one
+    refused recipient would otherwise notify the whole staff)."""
+    if sender.lower() in {a.lower() for a in lists}:
+        return "the envelope sender is a list address"
+    return None
 
 
 def build(*, reporting_mta: str, sender: str, failures: Sequence[Failure], original: bytes,

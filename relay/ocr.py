@@ -18,6 +18,12 @@ Small text (a 1x screenshot) gives coarse boxes. A PNG whose text is small is ma
 (bilinear, pure Python) before OCR; that brings 1x screenshots to the accuracy of 2x ones.
 Other formats (JPEG...) are read as they are; with small text, gaps next to punctuation are
 then left unread (None).
+
+Hostile images: `check_image` reads only the header (Pillow's lazy open) and refuses, before
+anything is decoded, an image over MAX_PIXELS (all pages of a TIFF together) or with a side over
+MAX_SIDE; the PNG decoder here never inflates more than the header's size announces (a zlib
+bomb stops there); Tesseract runs with at most TESSERACT_MEMORY of address space and TIMEOUT
+seconds. Every refusal is an UnreadableImage (ImageTooLarge) with a one-line message.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import csv
 import functools
 import io
 import os
+import resource
 import shutil
 import statistics
 import struct
 import subprocess
 import tempfile
 import unicodedata
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +49,11 @@ from pathlib import Path
 from .tokens import ExcerptWord, group_units, norm
 
 PACKAGES = "tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra"
-TIMEOUT = 300.0  # seconds for one tesseract run
+TIMEOUT = 120.0  # seconds for one tesseract run (a 25-megapixel page takes about 20 s)
+MAX_PIXELS = 25_000_000  # an 8K screen is 33 MP, a 4K one 8.3 MP; a full-page capture of a
+# long mail at 2x (1,600 x 15,000) is 24 MP
+MAX_SIDE = 30_000  # px, either side (Tesseract's own limit is 32,767)
+TESSERACT_MEMORY = 2 << 30  # bytes of address space for the tesseract child (RLIMIT_AS)
 
 
 class OcrUnavailable(Exception):
@@ -51,6 +63,11 @@ class OcrUnavailable(Exception):
 class UnreadableImage(OcrUnavailable, ValueError):
     """The bytes are not an image tesseract can read. A subclass of OcrUnavailable, so that a
     caller reporting OcrUnavailable reports this too."""
+
+
+class ImageTooLarge(UnreadableImage):
+    """The header announces more pixels than MAX_PIXELS (or a side over MAX_SIDE): refused
+    before anything is decoded."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,48 @@ def _is_image(data: bytes) -> bool:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return True
     return any(data.startswith(m) for m in IMAGE_MAGIC)
+
+
+def check_image(data: bytes) -> tuple[str, int, int, int]:
+    """(format, width, height, frames) from the image's header only (Pillow reads no pixel to
+    open an image); ImageTooLarge when decoding it would need more than MAX_PIXELS, else
+    UnreadableImage when Pillow cannot tell its size."""
+    try:
+        from PIL import Image
+    except ImportError:  # without Pillow only PNG headers can be read here
+        return _png_header_check(data)
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (width, height) = im.format or "?", im.size
+            frames = getattr(im, "n_frames", 1) if fmt == "TIFF" else 1
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:
+        raise UnreadableImage(f"cannot read the image header: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    _refuse_large(fmt, width, height, frames)
+    return fmt, width, height, frames
+
+
+def _refuse_large(fmt: str, width: int, height: int, frames: int) -> None:
+    pages = f" x {frames} pages" if frames > 1 else ""
+    if width > MAX_SIDE or height > MAX_SIDE or width * height * frames > MAX_PIXELS:
+        raise ImageTooLarge(
+            f"{fmt} image of {width} x {height} pixels{pages} is over the limit of "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels ({MAX_SIDE} per side); refused before decoding")
+
+
+def _png_header_check(data: bytes) -> tuple[str, int, int, int]:
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        raise UnreadableImage("cannot read the image header (only PNG without Pillow)")
+    width, height = struct.unpack(">II", data[16:24])
+    _refuse_large("PNG", width, height, 1)
+    return "PNG", width, height, 1
+
+
+def _limit_child() -> None:  # pragma: no cover (runs in the child, between fork and exec)
+    resource.setrlimit(resource.RLIMIT_AS, (TESSERACT_MEMORY, TESSERACT_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(TIMEOUT) + 5, int(TIMEOUT) + 10))
 
 
 def _tesseract_exe() -> str:
@@ -123,13 +182,20 @@ def _tsv(exe: str, image: bytes, languages: str, scale: int) -> list[OcrWord]:
                 capture_output=True, timeout=TIMEOUT, check=False,
                 # one thread: OpenMP threads only spin against each other on a busy machine
                 env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+                preexec_fn=_limit_child,  # memory and CPU bounds (the timeout is wall clock)
             )
         except subprocess.TimeoutExpired:
             raise OcrUnavailable(f"tesseract took more than {TIMEOUT:.0f} s") from None
         except OSError as e:
             raise OcrUnavailable(f"tesseract does not run: {e}") from None
+    err = [s for s in proc.stderr.decode("utf-8", "replace").splitlines() if s.strip()]
+    # out of memory: killed (SIGSEGV/SIGXCPU), "malloc fail", or cannot even map its libraries;
+    # leptonica may then still exit 0 with an empty page
+    if proc.returncode < 0 or any(w in e.lower() for e in err
+                                  for w in ("alloc", "failed to map", "out of memory")):
+        raise ImageTooLarge(f"tesseract stopped: the image needs more than its limits of "
+                            f"{TESSERACT_MEMORY >> 20} MiB of memory and {TIMEOUT:.0f} s")
     if proc.returncode != 0:
-        err = [s for s in proc.stderr.decode("utf-8", "replace").splitlines() if s.strip()]
         raise UnreadableImage(f"tesseract cannot read this image: {err[-1] if err else ''}"
                               .rstrip(": "))
     rows = csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", "replace")),
@@ -167,6 +233,7 @@ def run_tesseract(image: bytes, languages: str = "eng+fra", *,
     decoded with the standard library, other formats with Pillow."""
     if not _is_image(image):
         raise UnreadableImage("not an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM expected)")
+    check_image(image)
     exe = _tesseract_exe()
     _check_languages(exe, languages)
     if magnify is None:
@@ -283,9 +350,8 @@ def png_grey(data: bytes, max_rows: int | None = None) -> tuple[int, int, bytes]
     bpp = channels * depth // 8
     if max_rows is not None and max_rows < height:
         height = max_rows
-        raw = zlib.decompressobj().decompress(b"".join(idat), (width * bpp + 1) * height)
-    else:
-        raw = zlib.decompress(b"".join(idat))
+    # never inflate more than the rows need: a zlib bomb behind a small header stops here
+    raw = zlib.decompressobj().decompress(b"".join(idat), (width * bpp + 1) * height)
     pix = _unfilter(raw, width * bpp, height, bpp)
     if depth == 16:
         pix = pix[0::2]  # high bytes
@@ -335,13 +401,19 @@ def _decode_grey(image: bytes, max_rows: int | None = None) -> tuple[int, int, b
     except ImportError:  # without Pillow, only PNG is magnified
         return None
     try:
-        with Image.open(io.BytesIO(image)) as im:
-            grey = im.convert("L")
-            if max_rows is not None and grey.height > max_rows:
-                grey = grey.crop((0, 0, grey.width, max_rows))
-            return grey.width, grey.height, grey.tobytes()
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image)) as im:
+                _refuse_large(im.format or "?", im.width, im.height, 1)
+                if im.width * im.height > MAGNIFY_MAX_PIXELS:  # as png_grey: read as it is
+                    return None
+                im.draft("L", im.size)  # JPEG: decode straight to grey (a third of RGB)
+                if max_rows is not None and im.height > max_rows:
+                    im = im.crop((0, 0, im.width, max_rows))  # before converting
+                grey = im.convert("L")
+                return grey.width, grey.height, grey.tobytes()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None  # (ImageTooLarge is a ValueError)
 
 
 def _pgm2x(width: int, height: int, grey: bytes) -> bytes:

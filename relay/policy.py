@@ -13,7 +13,8 @@ text between the angle brackets; `check_sender` / `check_rcpt` then decide:
 * A source route (`<@a,@b:user@c>`, RFC 5321 section 4.1.1.3 says to ignore it) is *dropped*:
   the mailbox `user@c` is what is checked and forwarded.
 * Refused with 553 5.1.3: an empty local part; local part over 64 octets, domain over 255,
-  path over 256 (RFC 5321 section 4.5.3.1); control characters, spaces, commas, comments,
+  path over 256 (RFC 5321 section 4.5.3.1); control characters (C0, DEL, C1 such as U+009B)
+  and bidi overrides (U+202A-U+202E, U+2066-U+2069; relay.printable), spaces, commas, comments,
   backslashes, bytes that are not UTF-8; a dot-string with empty atoms; a quoted local part
   holding anything but atext characters and dots (`"john..doe"@x` passes, `"a b"@x` does not);
   an address aiosmtplib would not put on the wire verbatim.
@@ -29,6 +30,7 @@ text between the angle brackets; `check_sender` / `check_rcpt` then decide:
 from __future__ import annotations
 
 import base64
+import collections
 import email.parser
 import email.policy
 import email.utils
@@ -43,6 +45,7 @@ from pathlib import Path
 from aiosmtplib.email import parse_address
 
 from .config import Config, ConfigError
+from .printable import has_unsafe
 
 Reply = tuple[int, str]
 
@@ -135,7 +138,7 @@ def _literal_ok(domain: str) -> bool:
 
 def check_mailbox(addr: str, smtputf8: bool = False, *, literal_ok: bool = False) -> Reply | None:
     """Syntax and open-relay checks common to senders and recipients (route already stripped)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in addr):
+    if has_unsafe(addr):  # C0, DEL, C1 (U+009B...), bidi overrides: they reach logs and DSNs
         return _bad(553, "5.1.3 control characters are not allowed in addresses")
     try:
         raw = addr.encode("utf-8")
@@ -379,6 +382,15 @@ def verify_password(password: bytes, stored: str) -> bool:
     else:
         got = hashlib.pbkdf2_hmac("sha256", password, salt, int(params), dklen=len(key))
     return hmac.compare_digest(got, key)
+
+
+def dummy_hash(stored: Iterable[str]) -> str:
+    """A hash nobody's password matches, with the parameters most of `stored` use: checking an
+    unknown user against it costs what checking a known one does."""
+    params = collections.Counter("$".join(h.split("$")[:3]) for h in stored)
+    head = params.most_common(1)[0][0] if params else "$scrypt$ln=14,r=8,p=1"
+    b64 = base64.b64encode
+    return f"{head}${b64(os.urandom(16)).decode()}${b64(os.urandom(32)).decode()}"
 
 
 def load_auth_file(path: Path) -> dict[str, str]:

@@ -16,6 +16,11 @@ it takes (relay.policy), then hands the message to relay.delivery and answers wi
 * STARTTLS when `[listen] tls_cert`/`tls_key` are set; required before MAIL when the relay
   listens on anything but loopback. AUTH (PLAIN, LOGIN) only after STARTTLS, and then required,
   when `[listen] auth_file` is set (format: relay.policy, section "SMTP AUTH").
+* Hostile clients (see relay.limits): at most `[listen] max_connections` sessions in all and
+  `max_connections_per_client` per address (more get `421 4.7.0`); AUTH failures end the session
+  at the 3rd and back off per address; passwords are hashed on a small thread pool, never on the
+  event loop. Warnings a client can provoke (refused connections, failed AUTH, accept errors
+  such as EMFILE) are logged at most once per client and minute, with a count of the rest.
 * SIGTERM/SIGINT: stop accepting connections, idle sessions get `421`, every DATA in progress
   still gets its reply (250 or 4xx) within 20 s, then exit 0. SIGHUP re-reads the members and
   auth files.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -33,17 +39,19 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from . import keys, sdnotify
+from . import keys, limits, sdnotify
 from .config import Config, ConfigError
 from .delivery import AsyncStore, Deliverer, Transaction, UpstreamPool
 from .policy import (
     check_rcpt,
     check_sender,
+    dummy_hash,
     load_auth_file,
     load_members,
     mail_options_upstream,
@@ -56,6 +64,8 @@ from .policy import (
 log = logging.getLogger("relay")
 
 STOP_GRACE = 25.0  # seconds to wait for open DATA after SIGTERM before closing everything
+LOG_INTERVAL = 60.0  # seconds: at most one line per client and kind of warning
+_CHECK = AuthResult(success=False, handled=False)  # "credentials parsed, check them" (internal)
 
 
 def peer_allowed(peer: Any, allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
@@ -85,27 +95,25 @@ class RelaySMTP(SMTP):
         super().__init__(handler, **kw)
         self.relay_handler = handler
         self.in_data = False
+        self.client = "?"  # limits.client_key of the peer
+        self.auth_failures = 0
+        self.auth_close = False
+        self._auth_data: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
         if first:
-            self.relay_handler.connections.add(self)
+            self.client = limits.client_key(transport.get_extra_info("peername"))
+            self.relay_handler.opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self.relay_handler.connections.discard(self)
+        self.relay_handler.closed(self)
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
         assert self.session is not None
         h = self.relay_handler
-        if not peer_allowed(self.session.peer, h.cfg.allow):
-            log.warning("refused connection from %s (not in [listen] allow)",
-                        self.session.peer[0] if self.session.peer else "?")
-            await self.push(f"554 5.7.1 {self.hostname} access denied")
-            assert self.transport is not None
-            self.transport.close()
-            return
         if h.stopping:
             await self.push("421 4.3.2 shutting down, try again later")
             assert self.transport is not None
@@ -135,6 +143,70 @@ class RelaySMTP(SMTP):
         """Keep aiosmtpd's idle timer from closing the session while the reply is prepared."""
         self._reset_timeout(seconds)
 
+    # AUTH: aiosmtpd parses PLAIN/LOGIN and calls the authenticator synchronously; the
+    # credentials are caught there and checked asynchronously (Authenticator.check).
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        self._auth_data = auth_data
+        return _CHECK
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check_credentials(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check_credentials(await super().auth_LOGIN(_, args))
+
+    async def _check_credentials(self, result: AuthResult) -> AuthResult:
+        if result is not _CHECK:
+            return result
+        data, self._auth_data = self._auth_data, None
+        auth = self._authenticator
+        assert isinstance(auth, Authenticator)
+        return await auth.check(self, data)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self.auth_close and self.transport is not None:
+            self.transport.close()
+
+
+class Gate(asyncio.Protocol):
+    """The first protocol of every connection. A client outside `[listen] allow` (554) or over
+    a connection limit (421 4.7.0) is answered with one write and closed, before aiosmtpd's
+    session object is made (0.7 ms of the event loop each); every other connection is handed
+    to a new RelaySMTP."""
+
+    def __init__(self, handler: Handler, session: Callable[[], RelaySMTP]) -> None:
+        self.handler = handler
+        self.session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        h = self.handler
+        peer = transport.get_extra_info("peername")
+        client = limits.client_key(peer)
+        if not peer_allowed(peer, h.cfg.allow):
+            h.warn(f"refused connection from {client} (not in [listen] allow)")
+            reply = f"554 5.7.1 {h.cfg.hostname} access denied"
+        else:
+            why = limits.admit(len(h.connections) + 1, h.per_client.get(client, 0) + 1,
+                               h.cfg.max_connections, h.cfg.max_connections_per_client)
+            if why is None:
+                smtp = self.session()
+                transport.set_protocol(smtp)
+                smtp.connection_made(transport)
+                return
+            h.warn(f"refused connection from {client}: {why} ({len(h.connections)} open)",
+                   key=f"refused {client}: {why}")
+            reply = f"421 4.7.0 {why}, try again later"
+        transport.write(reply.encode() + b"\r\n")
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # a refused client's words, between the refusal and the close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
 
 def _refuse(session: Session, what: str, address: str, bad: tuple[int, str]) -> str:
     reply = f"{bad[0]} {bad[1]}"
@@ -151,6 +223,34 @@ class Handler:
         self.cfg = cfg
         self.deliverer = deliverer
         self.connections: set[RelaySMTP] = set()
+        self.per_client: dict[str, int] = {}
+        self.throttle = limits.LogThrottle(LOG_INTERVAL)
+
+    def opened(self, conn: RelaySMTP) -> None:
+        self.connections.add(conn)
+        self.per_client[conn.client] = self.per_client.get(conn.client, 0) + 1
+
+    def closed(self, conn: RelaySMTP) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            n = self.per_client.get(conn.client, 0) - 1
+            if n > 0:
+                self.per_client[conn.client] = n
+            else:
+                self.per_client.pop(conn.client, None)
+
+    def warn(self, line: str, key: str | None = None, level: int = logging.WARNING) -> bool:
+        """Log `line` unless a line with the same key (default: the line) was logged less
+        than LOG_INTERVAL ago; the next line written says how many were held back."""
+        held = self.throttle.allow(key or line, time.monotonic())
+        if held is None:
+            return False
+        log.log(level, "%s%s", line, f" ({held} more since the last such line)" if held else "")
+        return True
+
+    def flush_warnings(self) -> None:
+        for key, n in self.throttle.flush(time.monotonic()):
+            log.warning("%d more not logged in the last %.0f s: %s", n, LOG_INTERVAL, key)
 
     @property
     def stopping(self) -> bool:
@@ -203,32 +303,104 @@ class Handler:
         return await self.deliverer.deliver(txn)
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("session error: %s: %s", error.__class__.__name__, error, exc_info=error)
+        key = f"session error: {error.__class__.__name__}"
+        if self.throttle.allow(key, time.monotonic()) is not None:  # one traceback a minute
+            log.error("%s: %s", key, error, exc_info=error)
         return "451 4.3.0 internal error, try again later"
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's exception handler: resource errors of the accept loop (EMFILE...) are
+        logged as one line per minute, everything else as asyncio would."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRORS:
+            self.warn(f"{context.get('message', 'error')}: {exc.strerror}", level=logging.ERROR)
+            return
+        loop.default_exception_handler(context)
+
+
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class Authenticator:
-    """aiosmtpd authenticator over the `[listen] auth_file` users (AUTH PLAIN / LOGIN, only
-    after STARTTLS)."""
+    """AUTH PLAIN / LOGIN over the `[listen] auth_file` users (only after STARTTLS).
 
-    def __init__(self, users: dict[str, str]) -> None:
+    * Hashes are checked on a pool of WORKERS threads (scrypt and PBKDF2 release the GIL),
+      never on the event loop; at most MAX_PENDING checks wait at once, an attempt beyond that
+      gets `454 4.7.0` at once, so attackers cannot queue up unbounded work.
+    * An unknown user is checked against a dummy hash of the same cost: the time to refuse
+      does not tell which users exist.
+    * The 3rd failure in a session is answered `421 4.7.0` and closes it; per client address
+      (limits.Backoff) after 5 failures each further attempt must wait 1, 2, 4... up to 300 s
+      after the last failure, and is answered `421 4.7.0` (no hash computed) until then.
+    """
+
+    WORKERS = 2
+    MAX_PENDING = 8
+
+    def __init__(self, users: dict[str, str], handler: Handler | None = None) -> None:
         self.users = users
+        self.handler = handler
+        self.backoff = limits.Backoff()
+        self.pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="relay-auth")
+        self.pending = 0
 
-    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                 auth_data: Any) -> AuthResult:
-        fail = AuthResult(success=False, handled=False)
-        if not isinstance(auth_data, LoginPassword):
-            return fail
+    @property
+    def users(self) -> dict[str, str]:
+        return self._users
+
+    @users.setter
+    def users(self, users: dict[str, str]) -> None:
+        self._users = users
+        self.dummy = dummy_hash(users.values())
+
+    def _warn(self, line: str, key: str) -> None:
+        if self.handler is not None:
+            self.handler.warn(line, key)
+        else:
+            log.warning("%s", line)
+
+    async def check(self, server: RelaySMTP, data: Any) -> AuthResult:
+        loop = asyncio.get_running_loop()
+        client = server.client
+        if self.backoff.wait(client, loop.time()) > 0:
+            self._warn(f"AUTH from {client} refused: too many failures, backing off",
+                       f"auth backoff {client}")
+            server.auth_close = True
+            return AuthResult(success=False, handled=False, message=(
+                "421 4.7.0 too many failed authentications from your address, "
+                "try again later"))
+        if self.pending >= self.MAX_PENDING:
+            return AuthResult(success=False, handled=False,
+                              message="454 4.7.0 temporary authentication failure, try again later")
+        user: str | None = None
+        password = b""
+        if isinstance(data, LoginPassword):
+            password = data.password
+            try:
+                user = data.login.decode("utf-8")
+            except UnicodeDecodeError:
+                user = None
+        stored = self.users.get(user) if user is not None else None
+        self.pending += 1
         try:
-            user = auth_data.login.decode("utf-8")
-        except UnicodeDecodeError:
-            return fail
-        stored = self.users.get(user)
-        if stored is None or not verify_password(auth_data.password, stored):
-            log.warning("authentication failed for %r from %s", user[:64],
-                        session.peer[0] if session.peer else "?")
-            return fail
-        return AuthResult(success=True, auth_data=user)
+            ok = await loop.run_in_executor(self.pool, verify_password, password,
+                                            stored if stored is not None else self.dummy)
+        finally:
+            self.pending -= 1
+        if ok and stored is not None:
+            return AuthResult(success=True, auth_data=user)
+        self.backoff.fail(client, loop.time())
+        server.auth_failures += 1
+        shown = ascii(user[:64]) if user is not None else "(not UTF-8)"
+        self._warn(f"authentication failed for {shown} from {client}", f"auth failed {client}")
+        if server.auth_failures >= limits.AUTH_FAILURES_PER_SESSION:
+            server.auth_close = True
+            return AuthResult(success=False, handled=False,
+                              message="421 4.7.0 too many failed authentications, closing")
+        return AuthResult(success=False, handled=False)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -266,6 +438,7 @@ class Relay:
         tls = tls_context(cfg)
         self.authenticator = (Authenticator(load_auth_file(cfg.auth_file))
                               if cfg.auth_file is not None else None)
+        self.flusher: asyncio.Task[None] | None = None
         self.store = AsyncStore(cfg.db_path)
         await self.store.open()
         await self.store.call("prune_deliveries", time.time() - 14 * 86400)
@@ -273,13 +446,15 @@ class Relay:
                                  cfg.upstream_timeout, cfg.hostname)
         self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)
         self.handler = handler = Handler(cfg, self.deliverer)
+        if self.authenticator is not None:
+            self.authenticator.handler = handler
         loopback = _is_loopback(cfg.listen_host)
         if not loopback and tls is None:
             log.warning("listening on %s without TLS: set [listen] tls_cert and tls_key",
                         cfg.listen_host)
         auth = self.authenticator
 
-        def factory() -> RelaySMTP:
+        def session() -> RelaySMTP:
             return RelaySMTP(handler, data_size_limit=cfg.max_message_size,
                              enable_SMTPUTF8=True, decode_data=False, hostname=cfg.hostname,
                              timeout=cfg.session_timeout, tls_context=tls,
@@ -289,13 +464,16 @@ class Relay:
 
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(factory, host=cfg.listen_host,
+            self.server = await loop.create_server(lambda: Gate(handler, session),
+                                                   host=cfg.listen_host,
                                                    port=cfg.listen_port)
         except OSError as e:
             await self.close_backends()
             raise ConfigError(f"{cfg.source}: listen: cannot listen on "
                               f"{cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}") from None
         self.port = self.server.sockets[0].getsockname()[1]
+        loop.set_exception_handler(handler.loop_exception)
+        self.flusher = loop.create_task(self._flush_warnings())
         log.info("listening on %s:%d, upstream %s:%d, %d connection(s)", cfg.listen_host,
                  self.port, cfg.upstream_host, cfg.upstream_port, cfg.concurrency)
         await self.start_operations()
@@ -322,6 +500,12 @@ class Relay:
         if cfg.keep_days > 0:
             self.retention = asyncio.get_running_loop().create_task(
                 retention_loop(store, cfg.keep_days))
+
+    async def _flush_warnings(self) -> None:
+        assert self.handler is not None
+        while True:
+            await asyncio.sleep(LOG_INTERVAL / 2)
+            self.handler.flush_warnings()
 
     def reload(self) -> None:
         """SIGHUP: re-read the members files (a bad file keeps the old lists)."""
@@ -366,6 +550,12 @@ class Relay:
                 await self.retention
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.flusher is not None:
+            self.flusher.cancel()
+            if self.handler is not None:
+                self.handler.flush_warnings()
+        if self.authenticator is not None:
+            self.authenticator.close()
         if self.pool is not None:
             await self.pool.close()
         if self.store is not None:
@@ -390,6 +580,22 @@ def _setup_logging() -> None:
         root.addHandler(h)
     logging.getLogger("relay").setLevel(logging.INFO)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: per-command chatter
+    logging.getLogger("mail.log").addFilter(_OncePerInterval())  # its warnings: client-made
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets a record through at most once per LOG_INTERVAL and message template (aiosmtpd
+    warns once per bogus command a client sends)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttle = limits.LogThrottle(LOG_INTERVAL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = self.throttle.allow(str(record.msg), time.monotonic())
+        if held:
+            record.msg = f"{record.msg} ({held} more since the last such line)"
+        return held is not None
 
 
 async def _main(cfg: Config) -> int:

@@ -4,14 +4,19 @@ No message plaintext is stored: words are kept as keyed 63-bit hashes (enough to
 excerpt, useless without the key), plus the carrier class of each gap. Codes are not stored;
 they are regenerated from the key, the message identity and the recipient.
 
-The file and its -wal/-shm companions are created mode 0600. Schema changes go through
-MIGRATIONS, tracked in PRAGMA user_version.
+The file and its -wal/-shm companions are created mode 0600. An existing file (or -wal, -shm,
+-journal) that the group or others may read is made 0600 on open, with one warning line (an
+admin who copied the database with `cp` would expect that rather than a refusal); when it cannot
+be (another owner), the database is refused. Schema changes go through MIGRATIONS, tracked in
+PRAGMA user_version.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -120,6 +125,26 @@ class DocumentRow:
     arrived: bytes | None = None  # per gap, as the message arrived (None: logged before)
 
 
+log = logging.getLogger("relay")
+
+
+def _tighten(path: Path) -> None:
+    """Make the database and its -wal/-shm/-journal files mode 0600 when the group or others
+    have any access; one warning line per file changed. StoreError when that fails."""
+    for f in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))):
+        try:
+            mode = stat.S_IMODE(os.stat(f).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(f, 0o600)
+            except OSError as e:
+                raise StoreError(f"{f}: database file is mode {mode:o} and cannot be made "
+                                 f"0600: {e.strerror}") from None
+            log.warning("%s: database file was mode %o, now 0600", f, mode)
+
+
 def _secure_create(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -137,6 +162,7 @@ class Store:
                 _secure_create(path)
             elif not path.exists():
                 raise StoreError(f"{path}: database not found")
+            _tighten(path)
             old = os.umask(0o077)  # -wal/-shm/-journal: never readable by others
             try:
                 conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import bombs
 import pytest
 from conftest import Sink, free_port
 
@@ -237,3 +238,62 @@ def test_image_suffix_selects_ocr(tmp_path: Path, suffix: str) -> None:
     # a garbage image is read by the OCR path (no text comes out), never as UTF-8 text
     assert p.returncode in (0, 1), p.stderr
     assert "Traceback" not in p.stderr
+
+
+# --- hostile input: image bombs, huge text, terminal escapes ---------------------------------
+
+def decode_peak_rss_mib(*args: str, cwd: Path) -> tuple[int, float]:
+    """(exit status, peak RSS in MiB) of `relay decode ARGS` and any child it waited for."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "decode", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("name,make,needle", [
+    ("bomb.png", lambda: bombs.png_bomb(20_000, 20_000), "20000 x 20000"),
+    ("big.jpg", lambda: bombs.jpeg_claiming(12_000, 12_000), "12000 x 12000"),
+    ("wide.tiff", lambda: bombs.pillow_image("TIFF", 4_000, 4_000, frames=2), "2 pages"),
+])
+def test_decode_refuses_image_bombs_in_one_line(tmp_path: Path, name: str, make, needle: str
+                                                ) -> None:
+    f = tmp_path / name
+    f.write_bytes(make())
+    # no database or key needed: the image is refused from its header first
+    p = run("decode", "--db", str(tmp_path / "none.db"), str(f), cwd=tmp_path)
+    one_line_error(p, 1, name, needle, "megapixels")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    q = subprocess.run([sys.executable, "-m", "relay", "decode", "--image", "-"],  # stdin
+                       input=f.read_bytes(), capture_output=True, timeout=120, cwd=tmp_path,
+                       env=env)
+    assert q.returncode == 1 and b"megapixels" in q.stderr and b"Traceback" not in q.stderr
+    code, peak = decode_peak_rss_mib("--db", str(tmp_path / "none.db"), str(f), cwd=tmp_path)
+    assert code == 1 and peak < 500  # before the header check: 3,100-6,200 MiB
+
+
+def test_decode_refuses_text_over_the_size_limit(tmp_path: Path) -> None:
+    from relay.cli import MAX_TEXT_BYTES
+
+    f = tmp_path / "huge.txt"
+    f.write_bytes(b"word " * (MAX_TEXT_BYTES // 5 + 1))
+    one_line_error(run("decode", "--db", str(tmp_path / "x.db"), str(f)), 1, "huge.txt",
+                   "1 MiB")
+
+
+def test_report_escapes_terminal_controls() -> None:
+    hostile = "Hi\x1b]0;owned\x07\x1b[2J\x9b31m \u202egnp.exe"
+    rep = {"verdict": "identified",
+           "message": {"subject": hostile, "date": "\x1b[1m", "message_id": "<m\x9b>"},
+           "candidates": [{"recipient": "b\u202eob@example.com", "bits_observed": 40,
+                           "bits_matching": 40, "false_match_probability": 1e-9}],
+           "other_messages": [{"subject": "\x1b[K", "date": "d", "message_id": "<o>"}],
+           "excerpts": [{"words": 60, "words_aligned": 60, "bits_observed": 40}],
+           "recipients_scored": 5, "threshold": 1e-6}
+    out = render_report(rep)
+    from relay.printable import has_unsafe
+
+    assert not has_unsafe(out.replace("\n", ""))
+    assert "Hi\\x1b]0;owned\\x07\\x1b[2J\\x9b31m \\u202egnp.exe" in out
+    assert "b\\u202eob@example.com" in out

@@ -23,6 +23,8 @@ timeout = 120
 tls_cert = "certs/relay.crt"
 tls_key = "/etc/relay/tls.key"
 auth_file = "users.txt"
+max_connections = 300
+max_connections_per_client = 12
 
 [upstream]
 host = "mx.internal"
@@ -83,7 +85,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     d = Config()
     for name in ("listen_host", "listen_port", "allow", "upstream_host", "upstream_port", "lists",
                  "min_recipients", "threshold", "ocr_languages", "profile", "concurrency",
-                 "max_message_size", "max_recipients", "session_timeout", "fanout_budget"):
+                 "max_message_size", "max_recipients", "session_timeout", "fanout_budget",
+                 "max_connections", "max_connections_per_client"):
         assert getattr(c, name) == getattr(d, name), name
     assert c.source == str(p)
 
@@ -108,6 +111,7 @@ def test_every_key_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert c.tls_cert == base / "certs/relay.crt"
     assert c.tls_key == Path("/etc/relay/tls.key")
     assert c.auth_file == base / "users.txt"
+    assert (c.max_connections, c.max_connections_per_client) == (300, 12)
     assert c.upstream_host == "mx.internal"
     assert c.upstream_port == 25
     assert c.concurrency == 3
@@ -173,6 +177,8 @@ BAD = [
     ("stray = 1\n", "stray"),
     ("listen = 5\n", "listen"),
     ("[listen]\nbogus = 1\n", "listen.bogus"),
+    ("[listen]\nmax_connections = 0\n", "listen.max_connections"),
+    ("[listen]\nmax_connections_per_client = 'many'\n", "listen.max_connections_per_client"),
     ("[upstream]\nhots = 'x'\n", "upstream.hots"),
     ("[policy]\nlist = []\n", "policy.list"),
     ("[store]\ndb = 'x'\n", "store.db"),

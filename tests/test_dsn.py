@@ -77,3 +77,11 @@ def test_eight_bit_headers_ask_for_8bitmime() -> None:
                   failures=[dsn.Failure("b@example.com", "550 no")],
                   original="Subject: Grüße\r\n\r\nx\r\n".encode(), arrival=datetime.now(UTC))
     assert n.mail_options == ("BODY=8BITMIME",)
+
+
+def test_no_notice_to_a_list_address() -> None:
+    lists = ("all-staff@example.com", "board@example.com")
+    assert dsn.withheld("boss@example.com", lists) is None
+    assert dsn.withheld("All-Staff@Example.com", lists) == "the envelope sender is a list address"
+    assert dsn.withheld("board@example.com", lists) is not None
+    assert dsn.withheld("board@example.com", ()) is None

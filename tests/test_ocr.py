@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import bombs
 import pytest
 from conftest import require_tool
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
@@ -562,3 +563,69 @@ def test_every_condition_scored_and_accounted(measured: dict[str, Score]) -> Non
         print(s.row(name))
         assert s.correct + s.wrong + s.unread == s.gaps, s.row(name)
         assert 0 <= s.doubled_correct <= s.doubled <= s.gaps, s.row(name)
+
+
+# --- hostile images: refused from the header, before anything is decoded -------------------
+
+@pytest.mark.parametrize("make,what", [
+    (lambda: bombs.png_bomb(100_000, 100_000, rows=1, row_width=10), "PNG image of 100000"),
+    (lambda: bombs.png_bomb(20_000, 20_000), "PNG image of 20000 x 20000"),  # 400 MP inflating
+    (lambda: bombs.jpeg_claiming(12_000, 12_000), "JPEG image of 12000 x 12000"),
+    (lambda: bombs.jpeg_claiming(40_000, 100), "per side"),
+    (lambda: bombs.pillow_image("GIF", 6_000, 6_000), "GIF image of 6000 x 6000"),
+    (lambda: bombs.pillow_image("WEBP", 6_000, 6_000), "WEBP image of 6000 x 6000"),
+    (lambda: bombs.pillow_image("TIFF", 4_000, 4_000, frames=2), "x 2 pages"),
+])
+def test_image_bombs_are_refused_from_the_header(make: Callable[[], bytes], what: str) -> None:
+    import tracemalloc
+
+    data = make()
+    assert len(data) < 4_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ocr.ImageTooLarge) as e:
+            ocr.run_tesseract(data)  # refused before tesseract or any decoder runs
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert what in str(e.value) and "\n" not in str(e.value)
+    assert peak < 20_000_000  # nothing of the announced size was allocated
+    assert ocr.magnified_pgm(data) is None
+
+
+def test_png_zlib_bomb_behind_a_small_header_inflates_only_what_the_header_says() -> None:
+    import tracemalloc
+
+    bomb = bombs.png_bomb(1_000, 100, rows=100_000)  # 100 MB of rows behind a 100-row header
+    assert len(bomb) < 1_000_000
+    tracemalloc.start()
+    try:
+        width, height, grey = ocr.png_grey(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (width, height, grey) == (1_000, 100, b"\xff" * 100_000)
+    assert peak < 10_000_000
+
+
+def test_an_image_within_the_limits_passes_the_check() -> None:
+    assert ocr.check_image(bombs.pillow_image("TIFF", 3_000, 3_000, frames=2)) == (
+        "TIFF", 3_000, 3_000, 2)
+    assert ocr.check_image(encode_png(7, 3, 0, bytes(21))) == ("PNG", 7, 3, 1)
+    with pytest.raises(UnreadableImage):
+        ocr.check_image(b"\x89PNG\r\n\x1a\n garbage")
+
+
+def test_tesseract_runs_within_a_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_tool("tesseract")
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (600, 80), 255)
+    ImageDraw.Draw(im).text((10, 30), "Hello there, limits.", fill=0)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    assert ocr.run_tesseract(buf.getvalue(), "eng", magnify=False)  # reads within the limit
+    monkeypatch.setattr(ocr, "TESSERACT_MEMORY", 16 << 20)  # far too little for tesseract
+    with pytest.raises(ocr.ImageTooLarge) as e:
+        ocr.run_tesseract(buf.getvalue(), "eng", magnify=False)
+    assert "16 MiB" in str(e.value) and "\n" not in str(e.value)

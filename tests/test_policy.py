@@ -66,6 +66,19 @@ def test_bad_recipients(addr: str, code: int, enhanced: str) -> None:
     assert bad is not None and bad[0] == code and bad[1].startswith(enhanced), bad
 
 
+@pytest.mark.parametrize("addr", [
+    "a\u009b31m@example.com",       # C1 CSI: a terminal escape in one character
+    "a\u0085b@example.com",         # C1 NEL
+    "moc.elpmaxe@\u202eevil",       # right-to-left override: reads as evil@example.com
+    "\u2066bob\u2069@example.com",  # bidi isolates
+    "b\u202aob@example.com",
+])
+def test_smtputf8_addresses_with_controls_or_bidi_overrides_are_refused(addr: str) -> None:
+    for check in (policy.check_rcpt, policy.check_sender):
+        bad = check(addr, CFG, smtputf8=True)
+        assert bad is not None and bad[0] == 553 and bad[1].startswith("5.1.3"), (addr, bad)
+
+
 def test_utf8_recipient_with_smtputf8() -> None:
     assert policy.check_rcpt("jürgen@exämple.de", CFG, smtputf8=True) is None
     assert policy.check_rcpt("jürgen@exämple.de", CFG, smtputf8=False)[0] == 553  # type: ignore

@@ -433,3 +433,224 @@ def test_auth_file_errors(tmp_path: Path) -> None:
     key = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)
     p = f"$pbkdf2-sha256$1000${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
     assert verify_password(b"pw", p)
+
+
+# --- hostile sessions: AUTH, connection limits, log floods ----------------------------------
+
+async def tls_client(port: int, source: str = "127.0.0.1") -> Client:
+    """A raw client after EHLO, STARTTLS, EHLO (no certificate check)."""
+    import ssl
+
+    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    c = Client(r, w)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("STARTTLS")).startswith("220")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    await w.start_tls(ctx)
+    assert "AUTH" in await c.cmd("EHLO client.test")
+    return c
+
+
+def plain(user: str, password: str) -> str:
+    import base64
+
+    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def auth_relay(cfg: Config, start_relay: StartRelay, tmp_path: Path, ln: int = 10,
+                     **kw: object) -> object:
+    from relay.policy import hash_password
+
+    cert, key = make_cert(tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('s3cret', ln=ln)}\n")
+    return await start_relay(replace(cfg, tls_cert=cert, tls_key=key, auth_file=users, **kw))
+
+
+async def test_auth_failures_end_the_session_at_the_third(cfg: Config, start_relay: StartRelay,
+                                                          sink: Sink, tmp_path: Path) -> None:
+    relay = await auth_relay(cfg, start_relay, tmp_path)
+    c = await tls_client(relay.port)
+    assert (await c.cmd(plain("alice", "wrong1"))).startswith("535")
+    assert (await c.cmd(plain("bob", "wrong2"))).startswith("535")
+    assert (await c.cmd(plain("alice", "wrong3"))).startswith("421 4.7.0")
+    assert await asyncio.wait_for(c.reader.read(), 10) == b""  # closed
+    await c.close()
+    # a new session may try again, and the right password still works
+    c = await tls_client(relay.port)
+    assert (await c.cmd(plain("alice", "s3cret"))).startswith("235")
+    await c.close()
+
+
+async def test_auth_backs_off_per_client_address(cfg: Config, start_relay: StartRelay,
+                                                 sink: Sink, tmp_path: Path) -> None:
+    relay = await auth_relay(cfg, start_relay, tmp_path)
+    fails = 0
+    for _ in range(2):
+        c = await tls_client(relay.port, "127.0.0.2")
+        for _ in range(3):
+            r = await c.cmd(plain("alice", "wrong"))
+            fails += 1
+            if r.startswith("421"):
+                break
+        await c.close()
+    assert fails == 6  # 5 free failures, the 6th started the backoff
+    c = await tls_client(relay.port, "127.0.0.2")
+    t = asyncio.get_running_loop().time()
+    # even the right password is not checked during the backoff: no hash, no guess
+    assert (await c.cmd(plain("alice", "s3cret"))).startswith("421 4.7.0")
+    assert asyncio.get_running_loop().time() - t < 5
+    await c.close()
+    c = await tls_client(relay.port, "127.0.0.3")  # another client is not affected
+    assert (await c.cmd(plain("alice", "s3cret"))).startswith("235")
+    await c.close()
+
+
+async def test_unknown_user_costs_as_much_as_a_known_one(cfg: Config, start_relay: StartRelay,
+                                                          sink: Sink, tmp_path: Path) -> None:
+    relay = await auth_relay(cfg, start_relay, tmp_path, ln=14)
+    loop = asyncio.get_running_loop()
+
+    async def refusal(user: str) -> float:
+        c = await tls_client(relay.port, f"127.0.1.{len(times[user]) + 1}")
+        t = loop.time()
+        assert (await c.cmd(plain(user, "wrong"))).startswith("535")
+        dt = loop.time() - t
+        await c.close()
+        return dt
+
+    times: dict[str, list[float]] = {"alice": [], "nobody": []}
+    for _ in range(5):
+        for user in times:
+            times[user].append(await refusal(user))
+    import statistics
+
+    known, unknown = (statistics.median(times[u]) for u in ("alice", "nobody"))
+    # an scrypt check (ln=14) for both; without the dummy hash unknown was about 300x faster
+    assert 0.5 < unknown / known < 2, times
+
+
+async def test_password_hashing_does_not_block_other_sessions(
+        cfg: Config, start_relay: StartRelay, sink: Sink, tmp_path: Path) -> None:
+    relay = await auth_relay(cfg, start_relay, tmp_path, ln=16)  # about 1 s per check here
+    c = await tls_client(relay.port)
+    other = await Client.connect(relay.port)
+    await other.reply()
+    await other.cmd("EHLO other.test")
+    c.writer.write((plain("alice", "wrong") + "\r\n").encode())
+    await c.writer.drain()
+    await asyncio.sleep(0.1)  # the check is running
+    auth = asyncio.ensure_future(c.reply())
+    # the other session is answered while the hash is computed, not after it
+    assert (await other.cmd("NOOP")).startswith("250")
+    assert not auth.done()
+    assert (await auth).startswith("535")
+    await c.close()
+    await other.close()
+
+
+async def test_connection_limits(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, max_connections=6, max_connections_per_client=3))
+    held = []
+    for _ in range(3):
+        c = await Client.connect(relay.port)
+        assert (await c.reply()).startswith("220")
+        held.append(c)
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+    c = Client(r, w)
+    assert (await c.reply()).startswith("421 4.7.0 too many connections from your address")
+    assert await r.read() == b""
+    await c.close()
+    for i in range(3):  # other clients still get in, up to the global limit
+        r, w = await asyncio.open_connection("127.0.0.1", relay.port,
+                                             local_addr=(f"127.0.0.{i + 2}", 0))
+        c = Client(r, w)
+        assert (await c.reply()).startswith("220")
+        held.append(c)
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port, local_addr=("127.0.0.9", 0))
+    c = Client(r, w)
+    assert (await c.reply()).startswith("421 4.7.0 too many connections,")
+    await c.close()
+    for c in held:
+        await c.close()
+    await asyncio.sleep(0.2)
+    assert not relay.handler.per_client  # every count went back to zero
+    reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"],
+                            make_message(to="b@example.com"))
+    assert reply.startswith("250") and len(sink.messages) == 1
+
+
+async def test_refusals_are_logged_at_a_bounded_rate(cfg: Config, start_relay: StartRelay,
+                                                     sink: Sink, caplog) -> None:
+    import ipaddress
+    import logging
+
+    relay = await start_relay(replace(cfg, allow=(ipaddress.ip_network("10.0.0.0/8"),)))
+    caplog.set_level(logging.INFO, logger="relay")
+    for _ in range(50):
+        c = await Client.connect(relay.port)
+        assert (await c.reply()).startswith("554")
+        await c.close()
+    lines = [r.getMessage() for r in caplog.records if "refused connection" in r.getMessage()]
+    assert lines == ["refused connection from 127.0.0.1 (not in [listen] allow)"]
+    relay.handler.throttle.interval = 0.0  # the minute is over: the next line counts the rest
+    relay.handler.flush_warnings()
+    assert any("49 more" in r.getMessage() for r in caplog.records)
+
+
+async def test_accept_errors_are_one_line_per_interval(relay, caplog) -> None:
+    import errno
+    import logging
+
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    for _ in range(100):
+        loop.call_exception_handler({
+            "message": "socket.accept() out of system resource",
+            "exception": OSError(errno.EMFILE, "Too many open files")})
+    lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert lines[0].getMessage() == "socket.accept() out of system resource: Too many open files"
+
+
+def test_aiosmtpd_warnings_are_throttled() -> None:
+    import logging
+
+    from relay.server import _OncePerInterval
+
+    f = _OncePerInterval()
+    recs = [logging.LogRecord("mail.log", logging.WARNING, __file__, 1, "%r unrecognised: %s",
+                              (("127.0.0.1", i), "XYZ"), None) for i in range(100)]
+    assert sum(f.filter(r) for r in recs) == 1
+
+
+async def test_smtputf8_address_with_c1_or_bidi_is_refused(relay, sink: Sink) -> None:
+    for rcpt in ("a\u009b31m@example.com", "b\u202eob@example.com"):
+        reply = await smtp_send(relay.port, "a@example.com", [rcpt], b"x\r\n",
+                                mail_options="SMTPUTF8")
+        assert reply.startswith("553 5.1.3"), reply
+    reply = await smtp_send(relay.port, "\u202eb@example.com", ["b@example.com"], b"x\r\n",
+                            mail_options="SMTPUTF8")
+    assert reply.startswith("553 5.1.3"), reply
+    assert sink.messages == []
+
+
+async def test_no_dsn_to_a_list_address_sender(relay, sink: Sink, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="relay")
+    sink.rcpt_replies["b@example.com"] = "550 5.1.1 no such user"
+    data = make_message(to="c@example.com", sender="all-staff@example.com")
+    reply = await smtp_send(relay.port, "all-staff@example.com",
+                            ["b@example.com", "c@example.com"], data)
+    assert reply.startswith("250"), reply
+    assert [m.rcpt_tos for m in sink.messages] == [["c@example.com"]]  # and no notice from <>
+    assert any("no notice: the envelope sender is a list address" in r.getMessage()
+               for r in caplog.records)
+    # an ordinary sender still gets its notice
+    reply = await smtp_send(relay.port, "boss@example.com",
+                            ["b@example.com", "c@example.com"], make_message(to="c@example.com"))
+    assert reply.startswith("250") and sink.messages[-1].mail_from == "<>"

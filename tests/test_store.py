@@ -143,3 +143,29 @@ def test_database_from_a_newer_relay_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this relay"):
         Store(p)
+
+
+def test_loose_modes_of_an_existing_database_are_tightened(tmp_path: Path, caplog) -> None:
+    import logging
+
+    p = tmp_path / "r.db"
+    s = Store(p)
+    record(s, "id1")  # the WAL file exists while the connection is open
+    companions = [Path(f"{p}-wal"), Path(f"{p}-shm")]
+    assert all(f.exists() for f in companions)
+    s.close()
+    for f in [p, *companions, Path(f"{p}-journal")]:
+        f.touch()
+        f.chmod(0o644)
+    caplog.set_level(logging.WARNING, logger="relay")
+    Store(p, create=False).close()
+    for f in [p, Path(f"{p}-journal")]:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    for f in companions:
+        assert not f.exists() or stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    warned = [r.getMessage() for r in caplog.records]
+    assert f"{p}: database file was mode 644, now 0600" in warned
+    assert f"{p}-journal: database file was mode 644, now 0600" in warned
+    caplog.clear()
+    Store(p).close()  # already private: no warning
+    assert not caplog.records
