@@ -54,6 +54,10 @@ class Config:
     lists: tuple[str, ...] = ("all-staff@example.com",)
     min_recipients: int = 20
     members: dict[str, Path] = field(default_factory=dict)  # list address -> members file
+    # what is analysed at all: bigger mail is delivered untouched (README, "Hostile input")
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_text_bytes: int = 256 * 1024  # decoded size of one text/plain or text/html part
+    analysis_timeout: float = 20.0  # seconds; a slower analysis leaves the message untouched
 
     db_path: Path = Path("var/relay.db")
     key_file: Path = Path("var/relay.key")
@@ -161,7 +165,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
     r.check_keys("listen", {"host", "port", "allow", "hostname", "domains", "max_message_size",
                             "max_recipients", "timeout", "tls_cert", "tls_key", "auth_file"})
     r.check_keys("upstream", {"host", "port", "concurrency", "timeout", "fanout_budget"})
-    r.check_keys("policy", {"lists", "min_recipients", "members"})
+    r.check_keys("policy", {"lists", "min_recipients", "members", "max_message_bytes",
+                            "max_text_bytes", "analysis_timeout"})
     r.check_keys("store", {"path"})
     r.check_keys("signature", {"key_file", "profile"})
     r.check_keys("decode", {"threshold", "ocr_languages"})
@@ -230,6 +235,10 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         lists=lists,
         min_recipients=positive("policy", "min_recipients", int, d.min_recipients, 0),
         members=members,
+        max_message_bytes=positive("policy", "max_message_bytes", int, d.max_message_bytes, 0),
+        max_text_bytes=positive("policy", "max_text_bytes", int, d.max_text_bytes, 0),
+        analysis_timeout=float(positive("policy", "analysis_timeout", NUM, d.analysis_timeout,
+                                        1)),
         db_path=r.path("store", "path", d.db_path) or d.db_path,
         key_file=r.path("signature", "key_file", d.key_file) or d.key_file,
         profile=profile,

@@ -60,6 +60,7 @@ class Prepared:
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
+    untouched: str | None = None  # why the whole message is left as it is (no carriers)
     _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
     _ckeys: list[bytes] = field(repr=False, default_factory=list)
@@ -158,13 +159,20 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
 
 
 def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
-            block: int = BLOCK, cut: int = CUT) -> Prepared:
+            block: int = BLOCK, cut: int = CUT, max_text: int | None = None) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged). `block`: word carriers per block (codes.Blocks); 0 for
     independent bits, as messages logged before blocks were signed. `cut`: how blocks are cut
-    (codes.EVEN for messages logged before codes.UNITS)."""
+    (codes.EVEN for messages logged before codes.UNITS). A text part whose decoded body has more
+    than `max_text` bytes leaves the whole message untouched (`untouched` says why), before
+    anything is decoded: analysis costs time and memory in proportion to the text."""
     identity = message_identity(raw, sender)
-    parts, skipped = mime.text_parts(raw)
+    try:
+        parts, skipped = mime.text_parts(raw, max_text)
+    except mime.TooLarge as e:
+        return Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
+                        block=block, block_cut=cut, meta={}, documents=[], skipped=[],
+                        untouched=str(e))
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
                  block=block, block_cut=cut, meta=_meta(raw), documents=[], skipped=list(skipped))
     docs: list[tuple[list[bytes], bytes]] = []

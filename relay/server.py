@@ -269,6 +269,7 @@ class Relay:
         self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,
                                  cfg.upstream_timeout, cfg.hostname)
         self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)
+        await self.deliverer.start()
         self.handler = handler = Handler(cfg, self.deliverer)
         loopback = _is_loopback(cfg.listen_host)
         if not loopback and tls is None:
@@ -333,6 +334,8 @@ class Relay:
         log.info("stopped")
 
     async def close_backends(self) -> None:
+        if self.deliverer is not None:
+            self.deliverer.close()
         if self.pool is not None:
             await self.pool.close()
         if self.store is not None:

@@ -766,4 +766,5 @@ def test_property_garbage_never_raises(blob: bytes) -> None:
 
 
 def test_module_exports() -> None:
-    assert set(mime.__all__) == {"TextPart", "UnsafeEdit", "render", "text_parts"}
+    assert set(mime.__all__) == {"TextPart", "TooLarge", "UnsafeEdit", "decoded_size", "render",
+                                 "text_parts"}
