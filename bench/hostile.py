@@ -364,6 +364,7 @@ ATTACKS: list[tuple[Attack, dict[str, object], float]] = [
     (quadratic_html(12_000), {}, 0.0),
     (quadratic_html(47_000), {}, 0.0),
     (quadratic_html(188_000), {}, 0.0),
+    (big_text(260_000, 25), {}, 0.0),  # just under [policy] max_text_bytes: analysed
     (big_text(5_000_000, 25), {}, 0.0),
     (big_text(50_000_000, 25), {}, 0.0),
     (ordinary_51mb, {}, 0.0),
