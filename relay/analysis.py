@@ -21,6 +21,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     out."""
     from . import fingerprint
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the relay, which stops us
     logging.getLogger("relay").setLevel(logging.WARNING)  # the parent logs what matters
     conn.send(("ready", None, _rss_kib()))
     while True:
