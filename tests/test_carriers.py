@@ -623,11 +623,9 @@ def benign_html(size: int) -> str:
 
 @pytest.mark.parametrize("kind", HOSTILE_KINDS)
 def test_html_analysis_of_hostile_markup_is_linear(kind: str) -> None:
-    """48 KB of hostile markup costs about what 48 KB of ordinary HTML costs (the backtracking
-    expressions took 24 s on the unclosed tags), and 4x the size about 4x the time."""
-    size = 48_000
-    benign = _best_of(analyse_html, benign_html(size))
-    hostile = _best_of(analyse_html, hostile_html(kind, size))
-    assert hostile <= 5 * benign + 0.05, (kind, hostile, benign)
-    bigger = _best_of(analyse_html, hostile_html(kind, 4 * size), runs=1)
-    assert bigger <= 5 * 4 * benign + 0.2, (kind, bigger, benign)
+    """Hostile markup costs about what ordinary HTML of the same size costs, at 48 KB and at
+    192 KB (the backtracking expressions took 24 s and 325 s on the unclosed tags)."""
+    for size in (48_000, 192_000):
+        benign = _best_of(analyse_html, benign_html(size), runs=2)
+        hostile = _best_of(analyse_html, hostile_html(kind, size), runs=2)
+        assert hostile <= 5 * benign + 0.05, (kind, size, hostile, benign)
