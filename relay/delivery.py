@@ -189,6 +189,7 @@ class UpstreamPool:
             reason = _line(f"451 4.4.1 upstream {self.host}:{self.port} unreachable: "
                            f"{e.__class__.__name__} {e}")
         else:
+            _chunked_data(smtp)
             slot.smtp = smtp
             return None
         # fail the next attempts fast instead of waiting for a connect timeout each time
@@ -239,6 +240,60 @@ class UpstreamPool:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(slot.smtp.quit(), 2.0)
             self._drop(slot)
+
+
+DATA_CHUNK = 1 << 20  # a message bigger than this goes upstream a chunk at a time
+
+
+def _chunked_data(smtp: aiosmtplib.SMTP) -> None:
+    """Make this connection send big messages in chunks. aiosmtplib normalises line endings and
+    dot-stuffs the whole message in one regular-expression call each, in the event loop: 1.7 s
+    for 51 MB, during which no other client got its greeting. Here each 1 MiB chunk (cut after
+    a line end, so both expressions give what they give on the whole) is done in turn, the
+    loop runs in between, and the chunk is written when the transport has room. Messages up
+    to DATA_CHUNK go through aiosmtplib unchanged."""
+    from aiosmtplib.errors import SMTPDataError
+    from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
+
+    protocol = smtp.protocol
+    if protocol is None:
+        return
+    original = protocol.execute_data_command
+
+    async def execute_data_command(message: bytes, timeout: float | None = None
+                                   ) -> aiosmtplib.SMTPResponse:
+        if len(message) <= DATA_CHUNK:
+            return await original(message, timeout=timeout)
+        if protocol._command_lock is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        async with protocol._command_lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != 354:
+                raise SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            pos, n = 0, len(message)
+            while pos < n:
+                end = message.rfind(b"\n", pos, pos + DATA_CHUNK) + 1 if pos + DATA_CHUNK < n \
+                    else n
+                if end <= pos:  # no line end in the window (cannot be sent anyway)
+                    end = min(n, pos + DATA_CHUNK)
+                chunk = LINE_ENDINGS_REGEX.sub(b"\r\n", message[pos:end])
+                if end == n and not chunk.endswith(b"\r\n"):
+                    chunk += b"\r\n"
+                protocol.write(PERIOD_REGEX.sub(b"..", chunk))
+                del chunk
+                pos = end
+                await protocol._drain_helper()  # waits only while the transport is full
+                await asyncio.sleep(0)
+            protocol.write(b".\r\n")
+            response = await protocol.read_response(timeout=timeout)
+            if response.code != 250:
+                raise SMTPDataError(response.code, response.message)
+            return response
+
+    protocol.execute_data_command = execute_data_command  # type: ignore[method-assign]
 
 
 # --- the database, off the event loop -------------------------------------------------------
