@@ -407,6 +407,39 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+async def transfer_cost(runs: int = 21) -> str:
+    """Analysis of the 35 KB benchmark message (bench/fanout.py) in a worker process against
+    the same analysis in a thread of this process, alternately; medians and their ratio."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import fanout
+
+    from relay import analysis, codes, fingerprint
+
+    raw = fanout.message()
+    key = bytes(range(32))
+    job = analysis.Job(raw, BOSS, "k1", key, 1 / 6, codes.BLOCK, codes.CUT, 256 * 1024)
+    a = analysis.Analyser(1)
+    a.start()
+    await a.ready()
+    loop = asyncio.get_running_loop()
+    thread, worker = [], []
+    try:
+        for _ in range(runs):
+            t = time.perf_counter()
+            await loop.run_in_executor(None, fingerprint.prepare, raw, BOSS, "k1", key, 1 / 6)
+            thread.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await a.prepare(job, 60, loop.time() + 60)
+            worker.append(time.perf_counter() - t)
+    finally:
+        a.close()
+    th, wo = statistics.median(thread), statistics.median(worker)
+    return (f"analysis of the {len(raw) // 1000} KB benchmark message, median of {runs}: "
+            f"in a thread {th * 1000:.0f} ms, in a worker process {wo * 1000:.0f} ms "
+            f"(ratio {wo / th:.2f})")
+
+
 async def main(only: list[str]) -> int:
     rows = []
     for attack, settings, delay in ATTACKS:
@@ -417,6 +450,9 @@ async def main(only: list[str]) -> int:
         rows.append(row)
     print()
     print(table(rows))
+    if not only:
+        print()
+        print(await transfer_cost())
     return 0
 
 
