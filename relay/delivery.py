@@ -247,8 +247,8 @@ DATA_CHUNK = 1 << 20  # a message bigger than this goes upstream a chunk at a ti
 
 def _chunked_data(smtp: aiosmtplib.SMTP) -> None:
     """Make this connection send big messages in chunks. aiosmtplib normalises line endings and
-    dot-stuffs the whole message in one regular-expression call each, in the event loop: 1.7 s
-    for 51 MB, during which no other client got its greeting. Here each 1 MiB chunk (cut after
+    dot-stuffs the whole message in one regular-expression call each, in the event loop (other
+    clients wait), and buffers a whole copy in the transport. Here each 1 MiB chunk (cut after
     a line end, so both expressions give what they give on the whole) is done in turn, the
     loop runs in between, and the chunk is written when the transport has room. Messages up
     to DATA_CHUNK go through aiosmtplib unchanged."""
