@@ -218,7 +218,9 @@ def test_prepare_of_hostile_html_is_linear() -> None:
     size = 48_000
     hostile = "<p>Hello.</p><div " + "class=x " * 500 + ">x</div>" + "<a " * (size // 3)
     lines = "\r\n".join(hostile[i:i + 70] for i in range(0, len(hostile), 70))
-    para = "<p class=MsoNormal>Dear colleagues, the office closes early on Friday.</p>\r\n"
+    # ordinary HTML with as many words per KB as the hostile one ("<a " is a word each):
+    # preparing costs per word, and this compares the markup, not the word count
+    para = "<p>So we go on to do it as he is up by me, if we do go in at an odd day.</p>\r\n"
     benign = para * (size // len(para))
 
     def best(body: str) -> float:
@@ -231,4 +233,5 @@ def test_prepare_of_hostile_html_is_linear() -> None:
         return t
 
     reference = best(benign)
-    assert best(lines) <= 5 * reference + 0.05, (reference,)
+    hostile_time = best(lines)
+    assert hostile_time <= 5 * reference + 0.05, (hostile_time, reference)
