@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import html
 import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .tokens import (
@@ -68,7 +71,7 @@ class Layout:
         return [(i, g) for i, g in enumerate(self.gaps) if g.cls != NONE]
 
 
-def _split_spaces(ws: str, offsets: list[int], a: int, source: str) -> bool:
+def _split_spaces(ws: str, offsets: Sequence[int], a: int, source: str) -> bool:
     """Rendered whitespace of spaces only, each from a source space, not contiguous in the
     source (text nodes around inline markup: `foo <b> bar`): HTML renders it as one gap."""
     return (len(ws) <= 4 and ws == " " * len(ws)
@@ -79,7 +82,7 @@ def _split_spaces(ws: str, offsets: list[int], a: int, source: str) -> bool:
 _SOURCE_LINE_END = re.compile(r"\r?\n[ \t]*")
 
 
-def _source_line_end(ws: str, offsets: list[int], a: int, source: str) -> bool:
+def _source_line_end(ws: str, offsets: Sequence[int], a: int, source: str) -> bool:
     """Rendered whitespace that is one line end of the HTML source (then indentation), all
     from the source, contiguous: `word\n    next` inside a paragraph (Thunderbird, Word)."""
     if not _SOURCE_LINE_END.fullmatch(ws):
@@ -89,18 +92,18 @@ def _source_line_end(ws: str, offsets: list[int], a: int, source: str) -> bool:
         and source[start:start + len(ws)] == ws
 
 
-def _layout(kind: str, rendered: str, offsets: list[int], source: str,
-            blocked: list[bool], split: bool = False) -> Layout:
+def _layout(kind: str, rendered: str, offsets: Sequence[int], source: str,
+            blocked: bytearray, split: bool = False) -> Layout:
     """Units and carriers of a rendered text whose character i came from source[offsets[i]]
     (-1: synthetic line break); blocked[i] marks characters in excluded regions."""
     sig = SIG_LINE.search(rendered)
     if sig:
-        blocked[sig.start():] = [True] * (len(rendered) - sig.start())
+        blocked[sig.start():] = b"\x01" * (len(rendered) - sig.start())
     matches = list(RAW_TOKEN.finditer(rendered))
     raw = [m.group() for m in matches]
     units = group_units(raw)
     gaps: list[Gap] = []
-    marks: list[tuple[int, int]] = []
+    marks: list[tuple[int, int, str]] = []
     arrived = bytearray()
     for k in range(len(units) - 1):
         left, right = units[k], units[k + 1]
@@ -174,39 +177,161 @@ def _mark(ws: str, source: str, start: int, end: int) -> tuple[int, int, str] | 
     return None
 
 
+
+
 QUOTED = re.compile(r"^[ \t]*>")
 
 
 def analyse_plain(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/plain body (format=flowed or fixed; the rules are the same, since a
     carrier never touches a line end). `rules` 0: lines over MAX_CARRIER_LINE never carry."""
-    blocked = [False] * len(text)
+    blocked = bytearray(len(text))
     longest = MAX_CARRIER_LINE if rules < 1 else len(text)
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         if QUOTED.match(body) or len(body) > longest:
-            for i in range(pos, pos + len(line)):
-                blocked[i] = True
+            blocked[pos:pos + len(line)] = b"\x01" * len(line)
         pos += len(line)
-    return _layout("plain", text, list(range(len(text))), text, blocked)
+    return _layout("plain", text, range(len(text)), text, blocked)
 
 
 # --- HTML -----------------------------------------------------------------------------------
 
-HTML_TOKEN = re.compile(
-    r"<!--.*?(?:-->|\Z)"
-    r"|<!\[CDATA\[.*?(?:\]\]>|\Z)"
-    r"|<[!?][^>]*>?"
-    r"|</?[A-Za-z][^\s/>]*(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
-    re.S,
-)
+class _Tokens:
+    """The HTML tokens of a text, found left to right in time linear in its length.
+
+    A token is what this regular expression finds, searched from where the last token ended:
+
+        <!--.*?(?:-->|\\Z) | <!\\[CDATA\\[.*?(?:\\]\\]>|\\Z) | <[!?][^>]*>?
+        | </?[A-Za-z][^\\s/>]*(?:[^>"']|"[^"]*"|'[^']*')*>        (re.S)
+
+    but the expression backtracks: every '<' of an unclosed tag ("<a " without '>', or a quote
+    that never closes) scans to the end of the text again, so hostile mail took quadratic time
+    (12 KB: 1.6 s, 188 KB: 325 s). Here each scan of a tag's attributes remembers where it failed:
+    a tag fails when, from the end of its name (or from a quote inside the name, which the
+    expression may give back), no '>' is reachable outside quotes; the first such scan marks
+    every quote and '>' it visited as failing, and later scans stop as soon as they reach one.
+    tests/test_carriers.py checks the tokens against the expression on random texts."""
+
+    _SPECIAL = re.compile(r"[>\"']")
+    _NAME_END = re.compile(r"[\s/>]")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.n = len(text)
+        self._fail: bytearray | None = None  # 1 at a quote or '>' from which no tag can end
+        self._name = (-1, -1)  # (from, end): the first name end at or after any i in range
+        self._special = (-1, -1)  # the same for the next special character after a name
+        self._failed_name_end = -1  # a tag whose name ended here could not end
+
+    def next(self, pos: int) -> tuple[int, int] | None:
+        """(start, end) of the first token at or after pos, or None."""
+        text, n = self.text, self.n
+        i = text.find("<", pos)
+        while i >= 0:
+            nxt = text[i + 1:i + 2]
+            if text.startswith("<!--", i):
+                j = text.find("-->", i + 4)
+                return i, n if j < 0 else j + 3
+            if text.startswith("<![CDATA[", i):
+                j = text.find("]]>", i + 9)
+                return i, n if j < 0 else j + 3
+            if nxt in ("!", "?"):
+                j = text.find(">", i + 2)
+                return i, n if j < 0 else j + 1
+            first = i + 2 if nxt == "/" else i + 1
+            if first < n and text[first] in _ASCII_LETTERS:
+                end = self._tag_end(first + 1)
+                if end >= 0:
+                    return i, end + 1
+            i = text.find("<", i + 1)
+        return None
+
+    def _tag_end(self, name_from: int) -> int:
+        """Position of the '>' ending a tag whose name (after its first letter) starts at
+        name_from, or -1."""
+        lo, name_end = self._name
+        if not lo <= name_from <= name_end:
+            m = self._NAME_END.search(self.text, name_from)
+            name_end = m.start() if m else self.n
+            self._name = (name_from, name_end)
+        if name_end == self._failed_name_end:
+            # an earlier tag with the same name end failed from every start this one has
+            return -1
+        lo, c = self._special
+        if not lo <= name_end <= c:
+            m = self._SPECIAL.search(self.text, name_end)
+            c = m.start() if m else self.n
+            self._special = (name_end, c)
+        end = self._scan(c)
+        if end < 0:
+            # the expression gives back name characters: a quote inside the name may open a
+            # quoted value that reaches a '>'; the last such quote that works wins
+            quotes = [m.start() for m in _QUOTE.finditer(self.text, name_from, name_end)]
+            while end < 0 and quotes:
+                end = self._scan(quotes.pop())
+            if end < 0:
+                self._failed_name_end = name_end
+        return end
+
+    def _scan(self, c: int) -> int:
+        """From special character (or the end) c, outside quotes: the '>' reached, or -1."""
+        text, n = self.text, self.n
+        fail = self._fail
+        visited: list[int] = []
+        end = -1
+        while c < n:
+            if fail is not None and fail[c]:
+                break
+            ch = text[c]
+            if ch == ">":
+                end = c
+                break
+            visited.append(c)
+            close = text.find(ch, c + 1)
+            if close < 0:
+                break
+            m = self._SPECIAL.search(text, close + 1)
+            c = m.start() if m else n
+        if end < 0 and visited:
+            if fail is None:
+                fail = self._fail = bytearray(n)
+            for v in visited:
+                fail[v] = 1
+        return end
+
+
+_QUOTE = re.compile(r"[\"']")
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 TAG_NAME = re.compile(r"</?([A-Za-z][^\s/>]*)")
 ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
 RAWTEXT = {"script", "style", "textarea", "title", "xmp"}
 EXCLUDED = {"pre", "code", "tt", "kbd", "samp", "textarea", "script", "style", "head", "title",
             "blockquote", "xmp", "listing", "plaintext"}
-EXCLUDED_ATTR = re.compile(r"""(?:class|id)\s*=\s*["']?[^"'>]*(?:quote|signature)""", re.I)
+_ATTR_NAME = re.compile(r"(?:class|id)\s*=\s*", re.I)
+_ATTR_WORD = re.compile(r"quote|signature", re.I)
+_ATTR_STOP = re.compile(r"[\"'>]")
+
+
+def excluded_attr(tag: str) -> bool:
+    """Whether a tag has a class or id naming a quote or signature: what
+    `(?:class|id)\\s*=\\s*["']?[^"'>]*(?:quote|signature)` (re.I) finds in it, in linear
+    time (the expression rescans the rest of the value from every `class=`)."""
+    words = [m.start() for m in _ATTR_WORD.finditer(tag)]  # these never overlap
+    if not words:
+        return False
+    stops = [m.start() for m in _ATTR_STOP.finditer(tag)]
+    for m in _ATTR_NAME.finditer(tag):
+        start = m.end()
+        if tag[start:start + 1] in ('"', "'"):
+            start += 1
+        k = bisect_left(stops, start)
+        stop = stops[k] if k < len(stops) else len(tag)
+        w = bisect_left(words, start)
+        if w < len(words) and words[w] < stop:  # a word has no quote or '>': fully inside
+            return True
+    return False
 BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "tbody", "thead",
          "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote", "section", "article",
          "header", "footer", "pre", "dd", "dt", "dl", "center", "form", "nav", "aside",
@@ -217,48 +342,51 @@ VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embe
 
 def analyse_html(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/html body: rendered text of the text nodes, carriers written so that a
-    browser shows them (see embed: NBSP + space). `rules` 0: a gap whose spaces come from two
-    text nodes never carries."""
-    rendered: list[str] = []
-    offsets: list[int] = []
-    blocked: list[bool] = []
-    stack: list[tuple[str, bool]] = []  # open elements that exclude their content
+    browser shows them (see embed: NBSP + space). Time and memory linear in the text. `rules`
+    0: a gap whose spaces come from two text nodes never carries."""
+    rendered: list[str] = []  # pieces of the rendered text
+    offsets = array("q")  # per rendered character: its offset in text, -1 if synthetic
+    blocked = bytearray()  # per rendered character: 1 in an excluded region
+    stack: list[tuple[str, bool]] = []  # open elements and whether they exclude their content
+    open_names: dict[str, int] = {}  # how many of each name are on the stack
     depth_excluded = 0
 
     def emit_text(start: int, end: int) -> None:
-        ex = depth_excluded > 0
+        ex = b"\x01" if depth_excluded > 0 else b"\x00"
         pos = start
         for m in ENTITY.finditer(text, start, end):
-            for i in range(pos, m.start()):
-                rendered.append(text[i])
-                offsets.append(i)
-                blocked.append(ex)
-            for ch in html.unescape(m.group()):
-                rendered.append(ch)
-                offsets.append(-1)  # entity: never part of a carrier gap
-                blocked.append(ex)
+            if m.start() > pos:
+                rendered.append(text[pos:m.start()])
+                offsets.extend(range(pos, m.start()))
+                blocked.extend(ex * (m.start() - pos))
+            ch = html.unescape(m.group())
+            rendered.append(ch)
+            offsets.extend([-1] * len(ch))  # entity: never part of a carrier gap
+            blocked.extend(ex * len(ch))
             pos = m.end()
-        for i in range(pos, end):
-            rendered.append(text[i])
-            offsets.append(i)
-            blocked.append(ex)
+        if end > pos:
+            rendered.append(text[pos:end])
+            offsets.extend(range(pos, end))
+            blocked.extend(ex * (end - pos))
 
     def emit_break() -> None:
         rendered.append("\n")
         offsets.append(-1)
-        blocked.append(True)
+        blocked.append(1)
 
+    tokens = _Tokens(text)
     pos = 0
     n = len(text)
     while pos < n:
-        m = HTML_TOKEN.search(text, pos)
-        if m is None:
+        found = tokens.next(pos)
+        if found is None:
             emit_text(pos, n)
             break
-        if m.start() > pos:
-            emit_text(pos, m.start())
-        tag = m.group()
-        pos = m.end()
+        start, end = found
+        if start > pos:
+            emit_text(pos, start)
+        tag = text[start:end]
+        pos = end
         nm = TAG_NAME.match(tag)
         if not nm:
             continue
@@ -267,16 +395,17 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
         if name in BLOCK:
             emit_break()
         if closing:
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i][0] == name:
-                    for _, ex in stack[i:]:
-                        depth_excluded -= ex
-                    del stack[i:]
-                    break
+            if open_names.get(name):
+                while True:
+                    top, ex = stack.pop()
+                    depth_excluded -= ex
+                    open_names[top] -= 1
+                    if top == name:
+                        break
             continue
         if name in VOID or tag.endswith("/>"):
             continue
-        excluded = name in EXCLUDED or bool(EXCLUDED_ATTR.search(tag))
+        excluded = name in EXCLUDED or excluded_attr(tag)
         if name in RAWTEXT:
             end = re.compile(rf"</{name}\b", re.I).search(text, pos)
             stop = end.start() if end else n
@@ -287,5 +416,6 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
             pos = stop
             continue
         stack.append((name, excluded))
+        open_names[name] = open_names.get(name, 0) + 1
         depth_excluded += excluded
     return _layout("html", "".join(rendered), offsets, text, blocked, split=rules >= 1)

@@ -56,6 +56,10 @@ class Config:
     lists: tuple[str, ...] = ("all-staff@example.com",)
     min_recipients: int = 20
     members: dict[str, Path] = field(default_factory=dict)  # list address -> members file
+    # what is analysed at all: bigger mail is delivered untouched (README, "Hostile input")
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_text_bytes: int = 256 * 1024  # decoded size of one text/plain or text/html part
+    analysis_timeout: float = 20.0  # seconds; a slower analysis leaves the message untouched
 
     db_path: Path = Path("var/relay.db")
     keep_days: int = 730  # retention of the log; 0 = keep everything (relay.operator)
@@ -166,7 +170,8 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
                             "max_recipients", "timeout", "tls_cert", "tls_key", "auth_file",
                             "max_connections", "max_connections_per_client"})
     r.check_keys("upstream", {"host", "port", "concurrency", "timeout", "fanout_budget"})
-    r.check_keys("policy", {"lists", "min_recipients", "members"})
+    r.check_keys("policy", {"lists", "min_recipients", "members", "max_message_bytes",
+                            "max_text_bytes", "analysis_timeout"})
     r.check_keys("store", {"path", "keep_days"})
     r.check_keys("metrics", {"listen"})
     r.check_keys("signature", {"key_file", "profile"})
@@ -242,6 +247,10 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         lists=lists,
         min_recipients=positive("policy", "min_recipients", int, d.min_recipients, 0),
         members=members,
+        max_message_bytes=positive("policy", "max_message_bytes", int, d.max_message_bytes, 0),
+        max_text_bytes=positive("policy", "max_text_bytes", int, d.max_text_bytes, 0),
+        analysis_timeout=float(positive("policy", "analysis_timeout", NUM, d.analysis_timeout,
+                                        1)),
         db_path=r.path("store", "path", d.db_path) or d.db_path,
         keep_days=positive("store", "keep_days", int, d.keep_days, 0),
         metrics_listen=metrics_listen,

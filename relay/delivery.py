@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
 
-from . import dsn
+from . import analysis, dsn
 from .carriers import RULES
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
@@ -191,6 +191,7 @@ class UpstreamPool:
             reason = _line(f"451 4.4.1 upstream {self.host}:{self.port} unreachable: "
                            f"{e.__class__.__name__} {e}")
         else:
+            _chunked_data(smtp)
             slot.smtp = smtp
             return None
         # fail the next attempts fast instead of waiting for a connect timeout each time
@@ -241,6 +242,60 @@ class UpstreamPool:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(slot.smtp.quit(), 2.0)
             self._drop(slot)
+
+
+DATA_CHUNK = 1 << 20  # a message bigger than this goes upstream a chunk at a time
+
+
+def _chunked_data(smtp: aiosmtplib.SMTP) -> None:
+    """Make this connection send big messages in chunks. aiosmtplib normalises line endings and
+    dot-stuffs the whole message in one regular-expression call each, in the event loop (other
+    clients wait), and buffers a whole copy in the transport. Here each 1 MiB chunk (cut after
+    a line end, so both expressions give what they give on the whole) is done in turn, the
+    loop runs in between, and the chunk is written when the transport has room. Messages up
+    to DATA_CHUNK go through aiosmtplib unchanged."""
+    from aiosmtplib.errors import SMTPDataError
+    from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
+
+    protocol = smtp.protocol
+    if protocol is None:
+        return
+    original = protocol.execute_data_command
+
+    async def execute_data_command(message: bytes, timeout: float | None = None
+                                   ) -> aiosmtplib.SMTPResponse:
+        if len(message) <= DATA_CHUNK:
+            return await original(message, timeout=timeout)
+        if protocol._command_lock is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        async with protocol._command_lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != 354:
+                raise SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            pos, n = 0, len(message)
+            while pos < n:
+                end = message.rfind(b"\n", pos, pos + DATA_CHUNK) + 1 if pos + DATA_CHUNK < n \
+                    else n
+                if end <= pos:  # no line end in the window (cannot be sent anyway)
+                    end = min(n, pos + DATA_CHUNK)
+                chunk = LINE_ENDINGS_REGEX.sub(b"\r\n", message[pos:end])
+                if end == n and not chunk.endswith(b"\r\n"):
+                    chunk += b"\r\n"
+                protocol.write(PERIOD_REGEX.sub(b"..", chunk))
+                del chunk
+                pos = end
+                await protocol._drain_helper()  # waits only while the transport is full
+                await asyncio.sleep(0)
+            protocol.write(b".\r\n")
+            response = await protocol.read_response(timeout=timeout)
+            if response.code != 250:
+                raise SMTPDataError(response.code, response.message)
+            return response
+
+    protocol.execute_data_command = execute_data_command  # type: ignore[method-assign]
 
 
 # --- the database, off the event loop -------------------------------------------------------
@@ -354,6 +409,18 @@ class Deliverer:
         self._unrecorded_deliveries: dict[str, dict[str, tuple[str, Outcome]]] = {}
         self.jobs: set[asyncio.Task[str]] = set()
         self.metrics = Metrics()  # counted always, served when [metrics] listen is set
+        self.analyser: analysis.Analyser | None = None  # see start()
+        self._analyses: dict[str, asyncio.Task[fingerprint.Prepared]] = {}
+
+    async def start(self) -> None:
+        """Start the analysis workers and wait for them to be ready."""
+        self.analyser = analysis.Analyser()
+        self.analyser.start()
+        await self.analyser.ready()
+
+    def close(self) -> None:
+        if self.analyser is not None:
+            self.analyser.close()
 
     def begin_shutdown(self) -> None:
         """No new copies from now on; every open DATA is answered within STOP_REPLY_WINDOW."""
@@ -451,11 +518,16 @@ class Deliverer:
         lock, refs = self._locks.setdefault(identity, (asyncio.Lock(), [0]))
         refs[0] += 1
         try:
-            timeout = max(0.0, until - asyncio.get_running_loop().time())
-            try:
-                await asyncio.wait_for(lock.acquire(), timeout)
-            except TimeoutError:
-                raise _Busy() from None
+            if lock.locked():  # an earlier attempt of this message is still running
+                timeout = max(0.0, until - asyncio.get_running_loop().time())
+                try:
+                    await asyncio.wait_for(lock.acquire(), timeout)
+                except TimeoutError:
+                    raise _Busy() from None
+            else:
+                # never through wait_for: with a timeout of 0 it gives up even on a free lock,
+                # which made a message whose analysis outlasted its budget 451 on every retry
+                await lock.acquire()
             try:
                 yield
             finally:
@@ -476,7 +548,8 @@ class Deliverer:
 
     # ordinary mail --------------------------------------------------------------------------
 
-    async def _ordinary(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
+    async def _ordinary(self, txn: Transaction, rcpts: list[str], stop_new: float,
+                        record_all: bool = False) -> str:
         identity = await self._identity_of(txn)
         async with self._identity(identity, stop_new):
             prior = await self.store.call("delivery_states", identity)
@@ -487,7 +560,7 @@ class Deliverer:
                 outcomes = {r: Outcome(TEMPFAIL, "451 4.3.2 relay shutting down") for r in todo}
             elif todo:
                 outcomes = await self.pool.send(txn.sender, todo, txn.data, txn.mail_options)
-                if prior or any(o.state != ACCEPTED for o in outcomes.values()):
+                if record_all or prior or any(o.state != ACCEPTED for o in outcomes.values()):
                     rows = [(r, o.state, o.reply) for r, o in outcomes.items()]
                     try:
                         await self.store.call("set_delivery_states", identity, rows)
@@ -504,11 +577,18 @@ class Deliverer:
     # fingerprinted mail ----------------------------------------------------------------------
 
     async def _fanout(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
-        loop = asyncio.get_running_loop()
         identity = await self._identity_of(txn)
         key_id, key = self.keyring.current
         word_rate, block, cut, rules = self.cfg.word_rate, BLOCK, CUT, RULES
         earlier = await self.store.call("signing_of", identity)
+        if earlier is None and len(txn.data) > self.cfg.max_message_bytes:
+            return await self._untouched(txn, rcpts, stop_new, identity,
+                                         f"message of {len(txn.data)} bytes is over "
+                                         f"[policy] max_message_bytes")
+        if earlier is None and await self.store.call("delivery_states", identity):
+            # an earlier attempt delivered it untouched to some: the rest gets the same
+            return await self._untouched(txn, rcpts, stop_new, identity,
+                                         "an earlier attempt delivered it untouched")
         if earlier is not None:  # a retry: same key, rate and rules as the copies already sent
             try:
                 key_id, word_rate, block, cut, rules = earlier
@@ -517,23 +597,74 @@ class Deliverer:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current
-        prepared, entry = await loop.run_in_executor(
-            None, _prepare, txn.data, txn.sender, key_id, key, word_rate, block, cut, rules)
-        assert prepared.identity == identity
+        job = analysis.Job(txn.data, txn.sender, key_id, key, word_rate, block, cut, rules,
+                           self.cfg.max_text_bytes)
+        try:
+            prepared = await self._analysed(identity, job, stop_new)
+        except analysis.AnalysisFailed as e:
+            prepared = None
+            why = str(e)
+        except TimeoutError:
+            return "451 4.3.0 too much mail to analyse right now, try again later"
+        else:
+            why = prepared.untouched or ""
+        if prepared is None or prepared.untouched:
+            if earlier is None:
+                return await self._untouched(txn, rcpts, stop_new, identity, why)
+            # copies of an earlier attempt are out: the rest get one each, untouched
+            log.info("%s not fingerprinted: %s", txn.qid, why)
+            prepared = None
+        else:
+            assert prepared.identity == identity
+            for reason in prepared.skipped:
+                log.info("%s part left unchanged: %s", txn.qid, reason)
         async with self._identity(identity, stop_new):
-            await self.store.call("record_message", **entry)
+            if prepared is not None:
+                await self.store.call("record_message", **prepared.log_entry(txn.sender))
             details = await self.store.call("copy_details", identity)
             known = {r.lower(): Outcome(st, rep or "") for r, (st, rep) in details.items()}
             todo = [r for r in rcpts if not (r.lower() in known and known[r.lower()].final)]
             if todo:
                 await self.store.call("add_copies", identity, todo)
-            results = await self._run_copies(txn, prepared, identity, todo, stop_new)
+            results = await self._run_copies(txn, prepared or _Untouched(txn.data), identity,
+                                             todo, stop_new)
             states = {r: results.get(r) or known.get(r.lower())
                       or Outcome(TEMPFAIL, "451 4.4.0 not attempted") for r in rcpts}
             return await self._conclude(txn, identity, rcpts, states)
 
-    async def _run_copies(self, txn: Transaction, prepared: fingerprint.Prepared, identity: str,
-                          todo: list[str], stop_new: float) -> dict[str, Outcome]:
+    async def _untouched(self, txn: Transaction, rcpts: list[str], stop_new: float,
+                         identity: str, why: str) -> str:
+        """All-staff mail that is not fingerprinted (too big, analysis too slow): delivered as
+        ordinary mail, every recipient's outcome recorded so a retry stays untouched."""
+        log.info("%s not fingerprinted, delivered untouched: %s", txn.qid, why)
+        txn.copies = 1
+        return await self._ordinary(txn, rcpts, stop_new, record_all=True)
+
+    def _analysis_done(self, identity: str, task: asyncio.Task[Any]) -> None:
+        self._analyses.pop(identity, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: an attempt that went away may not be awaiting it
+
+    async def _analysed(self, identity: str, job: analysis.Job, stop_new: float
+                        ) -> fingerprint.Prepared:
+        """The message analysed in a worker process, within the time limit. Attempts of the
+        same message at the same time share one analysis."""
+        loop = asyncio.get_running_loop()
+        running = self._analyses.get(identity)
+        if running is None:
+            if self.analyser is None:
+                self.analyser = analysis.Analyser()
+                self.analyser.start()
+            # the fan-out keeps at least half of its budget whatever the analysis does
+            limit = min(self.cfg.analysis_timeout, self.cfg.fanout_budget / 2)
+            running = loop.create_task(self.analyser.prepare(job, limit, stop_new - limit))
+            self._analyses[identity] = running
+            running.add_done_callback(lambda t: self._analysis_done(identity, t))
+        return await asyncio.shield(running)
+
+    async def _run_copies(self, txn: Transaction, prepared: fingerprint.Prepared | _Untouched,
+                          identity: str, todo: list[str], stop_new: float
+                          ) -> dict[str, Outcome]:
         loop = asyncio.get_running_loop()
         queue = deque(todo)
         results: dict[str, Outcome] = {}
@@ -651,10 +782,11 @@ class Deliverer:
         return f"250 2.0.0 {txn.qid} accepted"
 
 
-def _prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float, block: int,
-             cut: int, rules: int) -> tuple[fingerprint.Prepared, dict[str, Any]]:
-    from . import fingerprint  # imported when first needed: ordinary mail does not need it
+class _Untouched:
+    """Stands for a Prepared message when copies must go out unchanged."""
 
-    p = fingerprint.prepare(raw, sender, key_id, key, word_rate, block, cut, rules)
-    return p, p.log_entry(sender)
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
 
+    def copy_for(self, recipient: str) -> bytes:
+        return self.raw

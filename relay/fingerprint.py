@@ -63,6 +63,7 @@ class Prepared:
     documents: list[Document]
     skipped: list[str]
     ambiguity: mime.Ambiguity | None = None  # why the whole message is left as it is
+    untouched: str | None = None  # why the whole message is left as it is (no carriers)
     _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
     _marks: list[list[tuple[int, int, str]]] = field(repr=False, default_factory=list)
@@ -177,15 +178,24 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
 
 
 def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
-            block: int = BLOCK, cut: int = CUT, rules: int = RULES) -> Prepared:
+            block: int = BLOCK, cut: int = CUT, rules: int = RULES,
+            max_text: int | None = None) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged), and so is the whole message when its MIME structure is
     ambiguous (`ambiguity`, a typed mime.Ambiguity). `block`: word carriers per block
     (codes.Blocks); 0 for independent bits, as messages logged before blocks were signed. `cut`:
     how blocks are cut (codes.EVEN for messages logged before codes.UNITS). `rules`: the
-    carrier rules (carriers.RULES; 0 for messages logged before them)."""
+    carrier rules (carriers.RULES; 0 for messages logged before them). A text part whose decoded
+    body has more than `max_text` bytes leaves the whole message untouched (`untouched` says
+    why), before anything is decoded: analysis costs time and memory in proportion to the
+    text."""
     identity = message_identity(raw, sender)
-    found = mime.analyse(raw, strict=rules >= 1)
+    try:
+        found = mime.analyse(raw, strict=rules >= 1, max_text=max_text)
+    except mime.TooLarge as e:
+        return Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
+                        block=block, block_cut=cut, rules=rules, meta={}, documents=[],
+                        skipped=[], untouched=str(e))
     p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
                  block=block, block_cut=cut, rules=rules, meta=_meta(raw), documents=[],
                  skipped=list(found.skipped), ambiguity=found.ambiguity)

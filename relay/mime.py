@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Ambiguity", "Analysis", "BoundaryLikeLine", "MalformedHeaderLine", "OtherStructure",
-           "ParserDefect", "TextPart", "UnsafeEdit", "analyse", "render", "text_parts"]
+           "ParserDefect", "TextPart", "TooLarge", "UnsafeEdit", "analyse", "decoded_size",
+           "render", "text_parts"]
 
 QP_LINE_MAX = 76  # RFC 2045 6.7 (5): encoded line length, without the line ending
 LINE_MAX = 998  # RFC 5322 2.1.1: octets per line, without CRLF
@@ -60,6 +61,11 @@ _QP_LITERAL = re.compile(rb"[\t -<>-~]*")
 
 class UnsafeEdit(ValueError):
     """An edit that cannot be applied without breaking the message (or a rule we keep)."""
+
+
+class TooLarge(Exception):
+    """A text part whose decoded body is over the size the caller analyses; the message is
+    left untouched as a whole (the message is the reason, without content)."""
 
 
 class _Skip(Exception):
@@ -364,9 +370,20 @@ def _make_part(raw: bytes, ent: _Entity, end: int, path: str, subtype: str, cte:
     )
 
 
+def decoded_size(body: bytes, cte: str) -> int:
+    """Size of a body after its Content-Transfer-Encoding, without building the structures
+    analysis needs (C codecs, memory about the size of the body)."""
+    if cte == "quoted-printable":
+        return len(binascii.a2b_qp(body))
+    if cte == "base64":
+        return len(binascii.a2b_base64(body))  # lenient: only for the size
+    return len(body)
+
+
 class _Walker:
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, max_text: int | None = None) -> None:
         self.raw = raw
+        self.max_text = max_text
         self.eol = _line_ending(raw[:4096])
         self.parts: list[TextPart] = []
         self.reasons: list[str] = []
@@ -386,6 +403,8 @@ class _Walker:
             self.skip(path, "", str(e))
         except _Skip as e:
             self.skip(path, "", str(e))
+        except TooLarge:
+            raise
         except Exception as e:  # never let a malformed message escape as an error
             self.skip(path, "", f"could not be parsed ({type(e).__name__})")
 
@@ -434,6 +453,12 @@ class _Walker:
         if not ent.has_separator:
             self.skip(path, ctype, "no body")
             return
+        if self.max_text is not None and end - ent.body_start > self.max_text:
+            # decoding never makes a body bigger: only a body over the limit needs measuring
+            size = decoded_size(self.raw[ent.body_start:end], cte)
+            if size > self.max_text:
+                raise TooLarge(f"part {_label(path)} ({ctype}) has {size} bytes of text, "
+                               f"over the limit of {self.max_text}")
         try:
             self.parts.append(_make_part(self.raw, ent, end, path, subtype, cte, self.eol))
         except _Skip as e:
@@ -555,17 +580,18 @@ def _ambiguity(raw: bytes, walker: _Walker) -> Ambiguity | None:
     return None
 
 
-def analyse(raw: bytes, strict: bool = True) -> Analysis:
+def analyse(raw: bytes, strict: bool = True, max_text: int | None = None) -> Analysis:
     """Every text/plain and text/html leaf part of the message (any nesting of multiparts) that
     can be rewritten safely, and one human-readable reason per text part that was skipped.
     `strict`: a message whose MIME structure readers could disagree about (see Ambiguity) has
-    no parts to rewrite, and says why."""
+    no parts to rewrite, and says why. Raises TooLarge, before decoding it, on a text part
+    whose decoded body has more than `max_text` bytes."""
     try:
         if isinstance(raw, bytearray | memoryview):
             raw = bytes(raw)
         if not isinstance(raw, bytes):
             return Analysis([], [f"message is {type(raw).__name__}, not bytes"])
-        walker = _Walker(raw)
+        walker = _Walker(raw, max_text)
         walker.walk(0, len(raw), "", "", "text/plain", None, (), 0)
         if strict:
             try:
@@ -575,13 +601,15 @@ def analyse(raw: bytes, strict: bool = True) -> Analysis:
             if why is not None:
                 return Analysis([], [*walker.reasons, f"message: {why}"], why)
         return Analysis(walker.parts, walker.reasons)
+    except TooLarge:
+        raise
     except Exception as e:  # pragma: no cover - belt and braces
         return Analysis([], [f"message could not be parsed ({type(e).__name__})"])
 
 
-def text_parts(raw: bytes) -> tuple[list[TextPart], list[str]]:
+def text_parts(raw: bytes, max_text: int | None = None) -> tuple[list[TextPart], list[str]]:
     """analyse(raw, strict=False): the parts relay.mime alone finds, and the reasons."""
-    found = analyse(raw, strict=False)
+    found = analyse(raw, strict=False, max_text=max_text)
     return found.parts, found.skipped
 
 

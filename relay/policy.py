@@ -56,7 +56,6 @@ MAX_PATH = 256  # including the angle brackets
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]+")
 # a quoted local part may hold atext and dots in any order ("john..doe"), nothing else
 _QTEXT_OK = re.compile(r"[A-Za-z0-9#$&'*+\-./=?^_`{|}~]*")
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
@@ -325,7 +324,10 @@ def normalise_newlines(data: bytes) -> bytes:
     """Every bare CR and bare LF becomes CRLF (so no bare CR/LF ever goes upstream, and a
     `\\n.\\n` inside the content is an ordinary, dot-stuffed line upstream, never an end of DATA);
     the message ends with CRLF."""
-    if _BARE.search(data):
+    # counting finds what a search for bare CR/LF would, at C speed: a lookbehind expression
+    # over a 51 MB message held the event loop (every other client waited)
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
         data = _NEWLINE.sub(b"\r\n", data)
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"

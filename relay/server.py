@@ -445,6 +445,7 @@ class Relay:
         self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,
                                  cfg.upstream_timeout, cfg.hostname)
         self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)
+        await self.deliverer.start()
         self.handler = handler = Handler(cfg, self.deliverer)
         if self.authenticator is not None:
             self.authenticator.handler = handler
@@ -556,6 +557,8 @@ class Relay:
                 self.handler.flush_warnings()
         if self.authenticator is not None:
             self.authenticator.close()
+        if self.deliverer is not None:
+            self.deliverer.close()
         if self.pool is not None:
             await self.pool.close()
         if self.store is not None:

@@ -523,3 +523,111 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
         conn.close()
     finally:
         await store.close()
+
+
+# --- hostile input: what is analysed, for how long, and retries (issue 15) -------------------
+
+def long_text(size: int) -> str:
+    para = " ".join(PROSE)
+    lines = []
+    while sum(len(x) + 2 for x in lines) < size:
+        lines.append(para[:70].strip())
+        para = para[70:] + para[:70]
+    return "\r\n".join(lines)
+
+
+async def test_message_over_max_message_bytes_is_delivered_untouched(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, max_message_bytes=2000))
+    data = make_message(body=long_text(3000))
+    reply = await smtp_send(relay.port, BOSS, STAFF, data)
+    assert reply.startswith("250"), reply
+    assert len(sink.messages) == 1  # one transaction, every recipient, the bytes as received
+    assert sorted(sink.messages[0].rcpt_tos) == sorted(STAFF)
+    assert sink.messages[0].data == data
+    # and the retry of the same message stays untouched
+    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("250")
+    assert all(m.data == data for m in sink.messages)
+
+
+async def test_text_part_over_max_text_bytes_is_delivered_untouched(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, max_text_bytes=2000))
+    big, small = make_message(body=long_text(3000)), make_message(body=long_text(1500))
+    assert (await smtp_send(relay.port, BOSS, STAFF, big)).startswith("250")
+    assert len(sink.messages) == 1 and sink.messages[0].data == big
+    sink.messages.clear()
+    assert (await smtp_send(relay.port, BOSS, STAFF, small)).startswith("250")
+    assert_one_copy_each(sink, STAFF)  # under the limit: fingerprinted as ever
+    assert len({m.data for m in sink.messages}) == len(STAFF)
+
+
+async def test_analysis_runs_in_worker_processes(relay, sink: Sink) -> None:
+    import os
+
+    pids = relay.deliverer.analyser.pids
+    assert pids and os.getpid() not in pids
+    assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+    assert relay.deliverer.analyser.pids == pids  # an ordinary analysis keeps its worker
+
+
+async def test_analysis_over_the_time_limit_is_delivered_untouched(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, analysis_timeout=0.001))
+    before = set(relay.deliverer.analyser.pids)
+    data = make_message(body=long_text(100_000))
+    reply = await smtp_send(relay.port, BOSS, STAFF, data)
+    assert reply.startswith("250"), reply
+    assert len(sink.messages) == 1 and sink.messages[0].data == data
+    after = set(relay.deliverer.analyser.pids)
+    assert len(after) == len(before) and after != before  # the stuck worker was replaced
+
+
+async def test_analysis_slower_than_the_fanout_budget_is_never_451_forever(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """Before, an analysis that outlasted the fan-out budget made every attempt answer 451
+    (the identity lock was then asked for with a timeout of 0, which fails even when free)."""
+    relay = await start_relay(replace(cfg, fanout_budget=1.0, analysis_timeout=60))
+    data = make_message(body=long_text(250_000))
+    replies = [await smtp_send(relay.port, BOSS, STAFF, data) for _ in range(3)]
+    assert any(r.startswith("250") for r in replies), replies
+    got = Counter(r for m in sink.messages for r in m.rcpt_tos)
+    assert got == Counter(STAFF), got  # untouched in one transaction, or one copy each
+
+
+async def test_retry_while_the_first_attempt_runs_completes(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """A retry that arrives while the first attempt is still fanning out shares its analysis,
+    waits for it, is answered 451 at most once more, and the next retry completes."""
+    relay = await start_relay(replace(cfg, fanout_budget=2.0, concurrency=2))
+    sink.data_delay = 0.1
+    rcpts = [f"p{i}@example.com" for i in range(50)]
+    data = make_message()
+    first = asyncio.ensure_future(smtp_send(relay.port, BOSS, rcpts, data))
+    await asyncio.sleep(0.5)
+    replies = []
+    for _ in range(10):
+        replies.append(await smtp_send(relay.port, BOSS, rcpts, data))
+        if replies[-1].startswith("250"):
+            break
+    assert (await first).startswith("451")  # its budget ran out: 2.5 s of copies needed
+    assert replies[-1].startswith("250"), replies
+    assert sum(r.startswith("451") for r in replies) <= 2, replies
+    assert_one_copy_each(sink, rcpts)
+
+
+async def test_big_message_goes_upstream_in_chunks_byte_identical(relay, sink: Sink) -> None:
+    """Messages over delivery.DATA_CHUNK are dot-stuffed a chunk at a time (aiosmtplib did it
+    in one call that held the event loop 1.7 s for 51 MB): same bytes at the sink, dots and
+    all, whatever line a chunk boundary falls on."""
+    from relay.delivery import DATA_CHUNK
+
+    lines = [b".", b"..leading dots", b"plain line of text " * 3, b".x", b"", b"...."]
+    body = b"\r\n".join(lines[i % len(lines)] for i in range(3 * DATA_CHUNK // 12))
+    data = make_message(to="someone@example.com").replace(b"\r\n\r\n", b"\r\n\r\n" + body
+                                                          + b"\r\n", 1)
+    assert len(data) > 2 * DATA_CHUNK
+    reply = await smtp_send(relay.port, BOSS, ["someone@example.com"], data)
+    assert reply.startswith("250"), reply
+    assert len(sink.messages) == 1 and sink.messages[0].data == data

@@ -768,7 +768,8 @@ def test_property_garbage_never_raises(blob: bytes) -> None:
 def test_module_exports() -> None:
     assert set(mime.__all__) == {"TextPart", "UnsafeEdit", "render", "text_parts", "analyse",
                                  "Analysis", "Ambiguity", "BoundaryLikeLine",
-                                 "MalformedHeaderLine", "OtherStructure", "ParserDefect"}
+                                 "MalformedHeaderLine", "OtherStructure", "ParserDefect",
+                                 "TooLarge", "decoded_size"}
 
 
 # --- messages readers could read differently: left whole, with a typed reason -------------
@@ -845,3 +846,5 @@ def test_ordinary_messages_are_not_ambiguous() -> None:
         found = mime.analyse(raw)
         assert found.ambiguity is None, (name, found.ambiguity)
         assert [p.path for p in found.parts] == [p.path for p in text_parts(raw)[0]]
+
+
