@@ -270,7 +270,7 @@ class Reading:
     block_ranks: np.ndarray  # (blocks read, widest) ranks of the members of each block read
     block_pad: np.ndarray  # True where a row of block_ranks is padding
     block_ones: np.ndarray  # doubles per block read (>= 1: a block doubling none reads no row)
-    key: tuple[tuple[bytes, ...], tuple[int, ...]] = field(repr=False, default=((), ()))
+    key: tuple[list[bytes], list[int]] = field(repr=False, default=([], []))  # made from
 
     def bits(self, streams: np.ndarray) -> np.ndarray:
         """Bits (uint8, one row per recipient) from stream values (uint64, one row per
@@ -296,6 +296,10 @@ class Reading:
         top = members[:, np.arange(len(self.block_ones)), self.block_ones - 1]
         out[:, self.word[live]] = v[:, live] <= top[:, self.word_block[live]]
         return out
+
+
+def _same(items: Sequence, saved: list) -> bool:
+    return (items if isinstance(items, list) else list(items)) == saved
 
 
 class MessageCode:
@@ -370,12 +374,14 @@ class MessageCode:
                        np.array(word, dtype=ix), np.array(word_rank, dtype=ix),
                        blocks is not None, word_threshold(self.word_rate),
                        np.array(local, dtype=ix), ranks, pad, ones,
-                       (tuple(ckeys), tuple(classes)))
+                       (list(ckeys), list(classes)))
 
     def _reading(self, ckeys: Sequence[bytes], classes: Sequence[int]) -> Reading:
+        """The last Reading made, when it was made for these very carriers (a copy's are the
+        same for every recipient), else a new one."""
         last = self._last
-        if last is not None and last.size == len(ckeys) and last.key[0] == tuple(ckeys) \
-                and last.key[1] == tuple(classes):
+        if last is not None and last.size == len(ckeys) and _same(ckeys, last.key[0]) \
+                and _same(classes, last.key[1]):
             return last
         self._last = self.reading(ckeys, classes)
         return self._last
