@@ -323,11 +323,24 @@ def naive_main(args: argparse.Namespace) -> None:
 
 # --- measurements ---------------------------------------------------------------------------------
 
+RETRIES: list[str] = []  # 4xx answers met (the client retried the same bytes at once)
+
+
 def send(port: int, rcpts: list[str], raw: bytes) -> float:
-    with smtplib.SMTP("127.0.0.1", port, timeout=900) as c:
-        t0 = time.perf_counter()
-        c.sendmail(SENDER, rcpts, raw)
-        return time.perf_counter() - t0
+    """Seconds from MAIL FROM to the 250 of DATA for one transaction to all `rcpts`; a 4xx (a
+    fan-out budget used up) is retried at once with the same bytes, as an MTA would later, and
+    the time counts until the last 250."""
+    t0 = time.perf_counter()
+    for _ in range(10):
+        with smtplib.SMTP("127.0.0.1", port, timeout=900) as c:
+            try:
+                c.sendmail(SENDER, rcpts, raw)
+                return time.perf_counter() - t0
+            except smtplib.SMTPDataError as e:
+                if not 400 <= e.smtp_code < 500:
+                    raise
+                RETRIES.append(f"{e.smtp_code} {e.smtp_error[:60]!r}")
+    raise SystemExit(f"port {port}: still 4xx after 10 attempts: {RETRIES[-1]}")
 
 
 def smtp_source(port: int, messages: int, sessions: int, *, size: int = 0,
@@ -472,7 +485,7 @@ def main() -> int:
     ap.add_argument("--recipients", type=int, help="per all-staff message (default 2000)")
     ap.add_argument("--big", type=int, help="recipients of the big fan-out (default 10000)")
     ap.add_argument("--logged", type=int, help="messages in the big log (default 100)")
-    ap.add_argument("--ordinary", type=int, help="messages per smtp-source run (default 2000)")
+    ap.add_argument("--ordinary", type=int, help="messages per smtp-source run (default 1000)")
     ap.add_argument("--concurrency", type=int, default=8, help="upstream connections (B and C)")
     ap.add_argument("--sizes", default="30000,100000", help="all-staff message sizes, bytes")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: "
@@ -487,7 +500,7 @@ def main() -> int:
     nrcpt = args.recipients or (500 if q else 2000)
     big = args.big or (2000 if q else 10_000)
     logged = args.logged or (10 if q else 100)
-    nord = args.ordinary or (500 if q else 2000)
+    nord = args.ordinary or (500 if q else 1000)
     repeat = 1 if q else 3
     skip = set(filter(None, args.skip.split(",")))
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -606,6 +619,8 @@ def main() -> int:
               f"{args.concurrency} upstream connections for B and C)", "", head,
               "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if RETRIES:
+        lines += ["", f"4xx answers retried: {len(RETRIES)} ({'; '.join(RETRIES[:3])})"]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
