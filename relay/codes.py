@@ -270,7 +270,7 @@ class Reading:
     block_ranks: np.ndarray  # (blocks read, widest) ranks of the members of each block read
     block_pad: np.ndarray  # True where a row of block_ranks is padding
     block_ones: np.ndarray  # doubles per block read (>= 1: a block doubling none reads no row)
-    key: tuple[list[bytes], list[int]] = field(repr=False, default=([], []))  # made from
+    key: tuple[list[bytes], list[int]] = field(repr=False, default=([], []))  # made for
 
     def bits(self, streams: np.ndarray) -> np.ndarray:
         """Bits (uint8, one row per recipient) from stream values (uint64, one row per
@@ -383,8 +383,9 @@ class MessageCode:
         if last is not None and last.size == len(ckeys) and _same(ckeys, last.key[0]) \
                 and _same(classes, last.key[1]):
             return last
-        self._last = self.reading(ckeys, classes)
-        return self._last
+        made = self.reading(ckeys, classes)  # returned as made, even if another thread
+        self._last = made  # replaces the saved one meanwhile
+        return made
 
     def streams(self, recipients: Sequence[str]) -> np.ndarray:
         """Stream values (uint64), one row per recipient, one column per rank."""
