@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+
 from .carriers import SENTENCE, WORD
 
 TWO64 = float(1 << 64)
@@ -102,13 +104,17 @@ class CodeBook:
             self._rank = {c: i for i, c in enumerate(sorted(set(universe)))}
 
     def seed(self, recipient: str) -> bytes:
-        return hmac.new(self._key, recipient.lower().encode("utf-8", "surrogateescape"),
-                        hashlib.sha256).digest()
+        return hmac.digest(self._key, recipient.lower().encode("utf-8", "surrogateescape"),
+                           "sha256")
 
     def stream(self, recipient: str, rank: dict[bytes, int]) -> tuple[int, ...]:
         """The recipient's 64-bit values, one per carrier key of `rank` (key -> index)."""
         n = len(rank)
-        return struct.unpack(f">{n}Q", hashlib.shake_256(self.seed(recipient)).digest(8 * n))
+        return struct.unpack(f">{n}Q", self.stream_bytes(recipient, n))
+
+    def stream_bytes(self, recipient: str, n: int) -> bytes:
+        """The recipient's first n stream values as bytes (big-endian 64-bit each)."""
+        return hashlib.shake_256(self.seed(recipient)).digest(8 * n)
 
     def ranks(self, ckeys: Sequence[bytes]) -> dict[bytes, int]:
         """Where each carrier key reads the stream: its rank in the universe (without one,
@@ -226,6 +232,76 @@ class Blocks:
                    tuple(k for p in parts for k in p.ones))
 
 
+def word_threshold(rate: float) -> int:
+    """The integer t with `v < t` exactly when `v / TWO64 < rate`, for every 64-bit v: the
+    independent word coins of messages logged before blocks compared as floats, and the bulk
+    path compares integers (bisection on Python's own int -> float division, so the two agree
+    to the last value)."""
+    lo, hi = 0, 1 << 64  # v / TWO64 < rate holds for v < lo, fails for v >= hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid / TWO64 < rate:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+HALF = 1 << 63  # a sentence carrier is doubled when its stream value is below this
+_MAX64 = np.uint64((1 << 64) - 1)
+_CHUNK = 1 << 22  # stream values held at once when reading many recipients (32 MiB)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How one list of carriers (a copy's, or what an excerpt shows) reads a recipient's stream,
+    worked out once per message and list: where each carrier's value sits in the stream and
+    which rule makes its bit. Bits for any number of recipients then take array operations
+    only, no Python loop over carriers."""
+
+    size: int  # carriers in the list
+    sentence: np.ndarray  # positions of sentence carriers
+    sentence_rank: np.ndarray  # ... and their ranks in the stream
+    word: np.ndarray  # positions of word carriers
+    word_rank: np.ndarray
+    blocked: bool  # word carriers in blocks (else independent coins)
+    word_below: int  # independent word coins: doubled when the value is below this
+    word_block: np.ndarray  # with blocks: each word position's block, among `block_ranks`' rows
+    block_ranks: np.ndarray  # (blocks read, widest) ranks of the members of each block read
+    block_pad: np.ndarray  # True where a row of block_ranks is padding
+    block_ones: np.ndarray  # doubles per block read (>= 1: a block doubling none reads no row)
+    key: tuple[list[bytes], list[int]] = field(repr=False, default=([], []))  # made for
+
+    def bits(self, streams: np.ndarray) -> np.ndarray:
+        """Bits (uint8, one row per recipient) from stream values (uint64, one row per
+        recipient, one column per rank): sentence carriers below one half; word carriers
+        below the coin threshold, or, in blocks, at most the block's `ones`-th smallest
+        member value (ties doubled alike, as the loop over carriers did)."""
+        out = np.zeros((streams.shape[0], self.size), dtype=np.uint8)
+        if self.sentence.size:
+            out[:, self.sentence] = streams[:, self.sentence_rank] < np.uint64(HALF)
+        if not self.word.size:
+            return out
+        v = streams[:, self.word_rank]
+        if not self.blocked:
+            out[:, self.word] = (v < np.uint64(self.word_below) if self.word_below < 1 << 64
+                                 else True)
+            return out
+        live = self.word_block >= 0  # word carriers of a block that doubles none stay 0
+        if not live.any():
+            return out
+        members = streams[:, self.block_ranks]  # (recipients, blocks read, widest)
+        members[:, self.block_pad] = _MAX64  # padding sorts last (k <= a block's size)
+        members.sort(axis=2)
+        top = members[:, np.arange(len(self.block_ones)), self.block_ones - 1]
+        out[:, self.word[live]] = v[:, live] <= top[:, self.word_block[live]]
+        return out
+
+
+def _same(items: Sequence, saved: list) -> bool:
+    return (items if isinstance(items, list) else list(items)) == saved
+
+
 class MessageCode:
     """Every recipient's bits for one logged message.
 
@@ -234,6 +310,10 @@ class MessageCode:
     as `cut` says), and with `block` == 0 (messages logged before blocks existed) independent
     coins of probability `word_rate`. `docs` are the message's documents as (carrier keys of
     every gap, gap classes).
+
+    Bits are computed in bulk (numpy) through a `Reading` of the carrier list, made once per
+    list: `bits` keeps the last one (a copy's carriers are the same for every recipient),
+    `bits_many` and `disagreements` read many recipients at once (the decoder's scoring).
     """
 
     def __init__(self, key: bytes, identity: str,
@@ -247,32 +327,93 @@ class MessageCode:
         # where each block's members read the stream: fixed per message, not per copy
         self._block_ranks = tuple(tuple(self._rank[m] for m in members)
                                   for members in self.blocks.members) if self.blocks else ()
+        self._last: Reading | None = None
 
     def in_block(self, ckey: bytes) -> int | None:
         return None if self.blocks is None else self.blocks.index.get(ckey)
 
-    def bits(self, recipient: str, ckeys: Sequence[bytes], classes: Sequence[int]) -> list[int]:
+    def reading(self, ckeys: Sequence[bytes], classes: Sequence[int]) -> Reading:
+        """How `ckeys` (with their gap classes) read a recipient's stream. Raises KeyError for
+        a carrier key outside the message, as reading it one by one did."""
         if len(ckeys) != len(classes):
             raise ValueError("one class per carrier key")
-        rank = self._rank
-        stream = self.book.stream(recipient, rank)
-        blocks = self.blocks
-        top: dict[int, int] = {}  # block -> largest stream value that is doubled
-        out = []
-        for c, cls in zip(ckeys, classes, strict=True):
-            if cls not in (SENTENCE, WORD):
-                out.append(0)
-                continue
-            v = stream[rank[c]]
+        rank, blocks = self._rank, self.blocks
+        sent: list[int] = []
+        sent_rank: list[int] = []
+        word: list[int] = []
+        word_rank: list[int] = []
+        word_block: list[int] = []
+        for j, (c, cls) in enumerate(zip(ckeys, classes, strict=True)):
             if cls == SENTENCE:
-                out.append(int(v < TWO64 * 0.5))
-            elif blocks is None:
-                out.append(int(v / TWO64 < self.word_rate))
-            else:
-                b = blocks.index[c]
-                if b not in top:
-                    k = blocks.ones[b]
-                    vals = sorted(stream[i] for i in self._block_ranks[b])
-                    top[b] = vals[k - 1] if k else -1
-                out.append(int(v <= top[b]))
+                sent.append(j)
+                sent_rank.append(rank[c])
+            elif cls == WORD:
+                word.append(j)
+                word_rank.append(rank[c])
+                if blocks is not None:
+                    word_block.append(blocks.index[c])
+        # the blocks read, each once, in a dense numbering; a block doubling none reads no row
+        used: dict[int, int] = {}
+        local = []
+        for b in word_block:
+            if blocks is not None and blocks.ones[b] == 0:
+                local.append(-1)
+                continue
+            local.append(used.setdefault(b, len(used)))
+        widest = max((len(self._block_ranks[b]) for b in used), default=0)
+        ranks = np.zeros((len(used), widest), dtype=np.intp)
+        pad = np.ones((len(used), widest), dtype=bool)
+        for b, i in used.items():
+            r = self._block_ranks[b]
+            ranks[i, :len(r)] = r
+            pad[i, :len(r)] = False
+        ones = np.array([blocks.ones[b] for b in used] if blocks is not None else [],
+                        dtype=np.intp)
+        ix = np.intp
+        return Reading(len(ckeys), np.array(sent, dtype=ix), np.array(sent_rank, dtype=ix),
+                       np.array(word, dtype=ix), np.array(word_rank, dtype=ix),
+                       blocks is not None, word_threshold(self.word_rate),
+                       np.array(local, dtype=ix), ranks, pad, ones,
+                       (list(ckeys), list(classes)))
+
+    def _reading(self, ckeys: Sequence[bytes], classes: Sequence[int]) -> Reading:
+        """The last Reading made, when it was made for these very carriers (a copy's are the
+        same for every recipient), else a new one."""
+        last = self._last
+        if last is not None and last.size == len(ckeys) and _same(ckeys, last.key[0]) \
+                and _same(classes, last.key[1]):
+            return last
+        made = self.reading(ckeys, classes)  # returned as made, even if another thread
+        self._last = made  # replaces the saved one meanwhile
+        return made
+
+    def streams(self, recipients: Sequence[str]) -> np.ndarray:
+        """Stream values (uint64), one row per recipient, one column per rank."""
+        n = len(self._rank)
+        raw = b"".join(self.book.stream_bytes(r, n) for r in recipients)
+        return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(recipients), n)
+
+    def bits(self, recipient: str, ckeys: Sequence[bytes], classes: Sequence[int]) -> list[int]:
+        return self._reading(ckeys, classes).bits(self.streams([recipient]))[0].tolist()
+
+    def bits_many(self, recipients: Sequence[str], reading: Reading) -> np.ndarray:
+        """Bits of many recipients (uint8, a row each), read in chunks of bounded memory."""
+        out = np.zeros((len(recipients), reading.size), dtype=np.uint8)
+        step = max(1, _CHUNK // max(1, len(self._rank)))
+        for i in range(0, len(recipients), step):
+            out[i:i + step] = reading.bits(self.streams(recipients[i:i + step]))
+        return out
+
+    def disagreements(self, recipients: Sequence[str], ckeys: Sequence[bytes],
+                      classes: Sequence[int], observed: Sequence[int]) -> list[int]:
+        """Per recipient, on how many of `ckeys` its bit differs from `observed`."""
+        if len(observed) != len(ckeys):
+            raise ValueError("one observed bit per carrier key")
+        reading = self.reading(ckeys, classes)
+        y = np.asarray(observed, dtype=np.uint8)
+        out: list[int] = []
+        step = max(1, _CHUNK // max(1, len(self._rank)))
+        for i in range(0, len(recipients), step):
+            b = reading.bits(self.streams(recipients[i:i + step]))
+            out.extend((b != y).sum(axis=1).tolist())
         return out

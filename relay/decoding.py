@@ -15,7 +15,7 @@ from .align import Alignment, align
 from .carriers import DOUBLED, SENTENCE, SINGLE, WORD
 from .codes import MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import KeyError_, Keyring
-from .score import block_pmf, disagreements, family_wise, null_rates, p_at_most
+from .score import block_pmf, family_wise, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
 
 MIN_WORDS = 6  # fewer aligned words than this is no evidence of the message at all
@@ -281,8 +281,10 @@ def _score(evidence: Sequence[Evidence],
     per: dict[str, tuple[int, int, tuple[int, ...]]] = {}
     nulls = [_null(ev) for ev in evidence]
     for idx, ev in enumerate(evidence):
-        for r in recipients[idx]:
-            d = disagreements(ev.code.bits(r, ev.ckeys, ev.classes), ev.bits)
+        rcpts = recipients[idx]
+        # every recipient's code read in bulk (codes.Reading), no Python loop over carriers
+        for r, d in zip(rcpts, ev.code.disagreements(rcpts, ev.ckeys, ev.classes, ev.bits),
+                        strict=True):
             n0, d0, got = per.get(r, (0, 0, ()))
             per[r] = (n0 + len(ev.bits), d0 + d, (*got, idx))
     cache: dict[tuple[tuple[int, ...], int], float] = {}
@@ -336,7 +338,8 @@ def _seed(log: Log, later: str, earlier: str, keyring: Keyring,
         rcpts = log.recipients(earlier)
         if not ev.bits or not rcpts:
             continue
-        d = {r: disagreements(code.bits(r, ev.ckeys, ev.classes), ev.bits) for r in rcpts}
+        d = dict(zip(rcpts, code.disagreements(rcpts, ev.ckeys, ev.classes, ev.bits),
+                     strict=True))
         top = min(d.values())
         who = [r for r, v in d.items() if v == top]
         if len(who) != 1:

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Per-copy bits and decode scoring, in process, this tree against another version side by side.
+
+    python bench/bits.py                                 # this tree only
+    git archive <rev> relay | tar -x -C /tmp/before      # another version's package ...
+    python bench/bits.py --before /tmp/before            # ... measured alternately with this one
+
+Each round starts one worker process per version (PYTHONPATH = that version), alternating, on
+the same message (~30 KB text/plain + text/html from GPL-3 prose, quoted-printable) and key.
+A worker measures: `Prepared.bits_for` per copy (median over --copies recipients),
+`Prepared.copy_for` per copy, and `relay.decoding.decode` of a faithful 60-word excerpt of one
+copy's plain text with the message logged to --recipients recipients (a temp SQLite log, fresh
+`Derived`, median over --decodes). It also prints a digest of the decode report and of the bits
+of the first 200 recipients: the two versions must agree (same bits, same statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+KEY = bytes(range(32))
+SENDER = "ceo@example.com"
+
+
+def worker(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(HERE))
+    from speed import leak_excerpt, log_message, text_html_message
+
+    from relay import decoding, fingerprint
+    from relay.keys import Keyring
+    from relay.tokens import excerpt_words
+
+    raw = text_html_message(args.size, "bits")
+    p = fingerprint.prepare(raw, SENDER, "k1", KEY, 1 / 6)
+    rcpts = [f"user{i:05d}@example.com" for i in range(args.recipients)]
+    digest = hashlib.sha256()
+    for r in rcpts[:200]:
+        digest.update(bytes(p.bits_for(r)))
+    bits_ms, copy_ms = [], []
+    for r in rcpts[:args.copies]:
+        t0 = time.perf_counter()
+        p.bits_for(r)
+        t1 = time.perf_counter()
+        p.copy_for(r)
+        t2 = time.perf_counter()
+        bits_ms.append((t1 - t0) * 1e3)
+        copy_ms.append((t2 - t1) * 1e3)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = log_message(Path(tmp) / "relay.db", p, SENDER, rcpts)
+        leaker = rcpts[len(rcpts) // 3]
+        words = excerpt_words(leak_excerpt(p.copy_for(leaker), 60, 0.4))
+        ring = Keyring((("k1", KEY),))
+        dec_s = []
+        for _ in range(args.decodes):
+            t0 = time.perf_counter()
+            rep = decoding.decode([words], store, ring)
+            dec_s.append(time.perf_counter() - t0)
+        store.close()
+    out = rep.as_json()
+    print(json.dumps({
+        "size": len(raw), "carriers": p.carriers,
+        "bits_ms": statistics.median(bits_ms), "copy_ms": statistics.median(copy_ms),
+        "decode_s": statistics.median(dec_s), "verdict": out["verdict"],
+        "top": out["candidates"][0]["recipient"] if out["candidates"] else None,
+        "leaker": leaker, "bits_observed": out["excerpts"][0]["bits_observed"],
+        "report_sha": hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16],
+        "bits_sha": digest.hexdigest()[:16]}))
+
+
+def run(path: Path, args: argparse.Namespace) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(path))
+    out = subprocess.run([sys.executable, __file__, "--worker", "--size", str(args.size),
+                          "--copies", str(args.copies), "--recipients", str(args.recipients),
+                          "--decodes", str(args.decodes)], env=env, capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--before", type=Path, help="folder holding another version's relay/")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size", type=int, default=30_000, help="message bytes (text + HTML)")
+    ap.add_argument("--copies", type=int, default=300)
+    ap.add_argument("--recipients", type=int, default=10_000)
+    ap.add_argument("--decodes", type=int, default=3)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    versions = [("before", args.before)] if args.before else []
+    versions.append(("this tree", ROOT))
+    got: dict[str, list[dict]] = {name: [] for name, _ in versions}
+    for i in range(args.rounds):
+        for name, path in versions if i % 2 == 0 else versions[::-1]:
+            got[name].append(run(path, args))
+    first = got["this tree"][0]
+    print(f"message {first['size']} bytes, {first['carriers']} carriers; {args.rounds} rounds, "
+          f"medians; decode: 60 words, {args.recipients} recipients")
+    print()
+    print("| version | bits per copy (ms) | copy_for per copy (ms) | decode (s) | verdict | "
+          "bits read | bits digest | report digest |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    med = {}
+    for name, rows in got.items():
+        med[name] = {k: statistics.median(r[k] for r in rows)
+                     for k in ("bits_ms", "copy_ms", "decode_s")}
+        r = rows[0]
+        ok = "leaker" if r["top"] == r["leaker"] else f"top {r['top']}"
+        print(f"| {name} | {med[name]['bits_ms']:.3f} | {med[name]['copy_ms']:.2f} | "
+              f"{med[name]['decode_s']:.2f} | {r['verdict']} ({ok}) | {r['bits_observed']} | "
+              f"{', '.join(sorted({x['bits_sha'] for x in rows}))} | "
+              f"{', '.join(sorted({x['report_sha'] for x in rows}))} |")
+    if args.before:
+        a, b = med["before"], med["this tree"]
+        print(f"| this tree / before | {b['bits_ms'] / a['bits_ms']:.3f}x | "
+              f"{b['copy_ms'] / a['copy_ms']:.2f}x | {b['decode_s'] / a['decode_s']:.3f}x | | | "
+              f"| |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
