@@ -9,9 +9,10 @@ While it runs, a probe measures what another client sees: the time to its 220 gr
 memory is VmHWM of the relay process plus the largest VmHWM of its analysis workers (sampled
 every 50 ms, since a worker can be replaced).
 
-Add attacks (AUTH floods, connection floods, image bombs...) as more functions in ATTACKS.
+The attacks on sessions and on `relay decode` (AUTH guessing, connection floods, image bombs)
+are in bench/hostile_sessions.py, which this script runs after its own with `--sessions`.
 
-    flock /tmp/bench.lock python3 bench/hostile.py [--only NAME ...]
+    flock /tmp/bench.lock python3 bench/hostile.py [--only NAME ...] [--sessions]
 """
 
 from __future__ import annotations
@@ -415,10 +416,11 @@ async def transfer_cost(runs: int = 21) -> str:
     import fanout
 
     from relay import analysis, codes, fingerprint
+    from relay.carriers import RULES
 
     raw = fanout.message()
     key = bytes(range(32))
-    job = analysis.Job(raw, BOSS, "k1", key, 1 / 6, codes.BLOCK, codes.CUT, 256 * 1024)
+    job = analysis.Job(raw, BOSS, "k1", key, 1 / 6, codes.BLOCK, codes.CUT, RULES, 256 * 1024)
     a = analysis.Analyser(1)
     a.start()
     await a.ready()
@@ -459,4 +461,13 @@ async def main(only: list[str]) -> int:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=[], help="run attacks whose name contains this")
-    sys.exit(asyncio.run(main(ap.parse_args().only)))
+    ap.add_argument("--sessions", action="store_true",
+                    help="then the session and image attacks of bench/hostile_sessions.py")
+    args = ap.parse_args()
+    status = asyncio.run(main(args.only))
+    if args.sessions and status == 0:
+        import hostile_sessions
+
+        sys.argv = [sys.argv[0]]
+        status = hostile_sessions.main()
+    sys.exit(status)
