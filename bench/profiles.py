@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relay import decoding  # noqa: E402
+from relay import decoding, reading  # noqa: E402
 from relay.config import PROFILES  # noqa: E402
 from relay.fingerprint import Prepared, prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
@@ -234,11 +234,11 @@ def leaker_fwp(words, log: MemLog, ring: Keyring, leaker: str, ns: list[int]):
     """Family-wise false-match probability of the leaker for each n in `ns` (the quantity the
     full decode compares with the threshold), and the bits observed. Same alignment and scoring
     code as relay.decoding, but only the leaker is scored (fast)."""
-    found = decoding._matches(words, log, ring, log.derived)
+    found = reading.matches(words, log, ring, log.derived)
     if not found:
         return [1.0] * len(ns), 0
     ev = found[0]
-    c = decoding._score([ev], [[leaker]])[0]
+    c = reading.score([ev], [[leaker]])[0]
     return [family_wise(c.p_value, n) for n in ns], c.bits_observed
 
 

@@ -38,10 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay import decoding  # noqa: E402
+from relay import decoding, reading  # noqa: E402
 from relay.carriers import DOUBLED, WORD, analyse_html, analyse_plain  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
+from relay.score import family_wise  # noqa: E402
 from relay.store import ACCEPTED, Store  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402
 
@@ -219,9 +220,9 @@ def main() -> int:
             # the earlier rule: the best-aligned document alone, the one reading more bits
             ev = _best_alone(ex, store, derived)
             alone.append(len(ev.bits))
-            cands = decoding._score([ev], [store.recipients(ev.identity)])
+            cands = reading.score([ev], [store.recipients(ev.identity)])
             top = min(cands, key=lambda c: (c.p_value, c.recipient))
-            fmp = decoding.family_wise(top.p_value, len(cands))
+            fmp = family_wise(top.p_value, len(cands))
             named_b += fmp <= THRESHOLD and top.recipient == leaker
             mine = next(c for c in cands if c.recipient == leaker)
             wrong_b += mine.bits_matching < mine.bits_observed
@@ -231,7 +232,7 @@ def main() -> int:
     return 0
 
 
-def _best_alone(ex, store: Store, derived: decoding.Derived) -> decoding.Evidence:
+def _best_alone(ex, store: Store, derived: reading.Derived) -> reading.Evidence:
     """What the decoder read before: the document aligning most words, ties to the one
     reading more gaps, with no regard to the other renderings."""
     from relay.align import align
@@ -244,14 +245,14 @@ def _best_alone(ex, store: Store, derived: decoding.Derived) -> decoding.Evidenc
         doc = store.document(doc_id)
         msg = store.message(doc.identity)
         a = align(hashes, settled_gaps(ex), unpack_hashes(doc.words))
-        fit = decoding._Fit(doc, a, derived.carrier_keys(doc))
+        fit = reading.Fit(doc, a, derived.carrier_keys(doc))
         code = derived.code(store, doc.identity, KEY, msg)
-        read = decoding._reading([fit], code)
+        read = reading.reading([fit], code)
         rank = (a.matched, len(read))
         if best is None or rank > best[0]:
-            best = (rank, decoding.Evidence(doc.identity, code, [c for c, _, _ in read],
-                                            [k for _, k, _ in read], [b for _, _, b in read],
-                                            a.matched, len(ex)))
+            best = (rank, reading.Evidence(doc.identity, code, [r[0] for r in read],
+                                           [r[1] for r in read], [r[2] for r in read],
+                                           a.matched, len(ex)))
     assert best is not None
     return best[1]
 

@@ -498,7 +498,7 @@ def test_reported_probability_equals_brute_force(block: int, cut: int, rate: flo
     """Every candidate's p-value is P(an innocent disagrees at most d times), enumerated over
     every code an innocent could hold, and its false-match probability is 1 - (1 - p)^n over
     all n recipients; with a few gaps flipped so that d > 0 too."""
-    from relay.decoding import _matches
+    from relay.reading import matches
 
     log = MemLog()
     m = log.add(SHORT, staff(40), subject="short", block=block, cut=cut, rate=rate)
@@ -515,7 +515,7 @@ def test_reported_probability_equals_brute_force(block: int, cut: int, rate: flo
                           if rnd.random() < 0.08 else g.group(1), copy)
         ex = excerpt_words(window(copy, rnd.randrange(10), n_words(copy) - 12))
         rep = decode([ex], log, RING, THRESHOLD)
-        (ev,) = _matches(ex, log, RING, Derived())
+        (ev,) = matches(ex, log, RING, Derived())
         pmf = _brute_null(ev.code, ev.ckeys, ev.classes, ev.bits)
         assert rep.candidates, rep.as_json()
         for c in rep.candidates:
