@@ -348,7 +348,7 @@ def with_relay(listen: str = "", extra: str = "", auth: bool = False
                 folder = Path(tmp)
                 lst = listen
                 if auth:
-                    from relay.policy import hash_password
+                    from relay.passwords import hash_password
 
                     cert, key = make_cert(folder)
                     (folder / "users").write_text(f"alice:{hash_password('correct horse')}\n")

@@ -286,7 +286,8 @@ def check_database(cfg: Config) -> list[Finding]:
 
 
 def check_files(cfg: Config) -> list[Finding]:
-    from .policy import load_auth_file, load_members
+    from .passwords import load_auth_file
+    from .policy import load_members
 
     out = []
     try:

@@ -48,17 +48,15 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from . import keys, limits, sdnotify
 from .config import Config, ConfigError
 from .delivery import AsyncStore, Deliverer, Transaction, UpstreamPool
+from .passwords import dummy_hash, load_auth_file, verify_password
 from .policy import (
     check_rcpt,
     check_sender,
-    dummy_hash,
-    load_auth_file,
     load_members,
     mail_options_upstream,
     normalise_newlines,
     parse_path,
     strip_route,
-    verify_password,
 )
 
 log = logging.getLogger("relay")

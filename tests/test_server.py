@@ -388,7 +388,7 @@ async def test_starttls_required_beyond_loopback(cfg: Config, start_relay: Start
 
 async def test_auth_only_over_tls(cfg: Config, start_relay: StartRelay, sink: Sink,
                                   tmp_path: Path) -> None:
-    from relay.policy import hash_password
+    from relay.passwords import hash_password
 
     cert, key = make_cert(tmp_path)
     users = tmp_path / "users"
@@ -414,25 +414,6 @@ async def test_auth_only_over_tls(cfg: Config, start_relay: StartRelay, sink: Si
         await s.login("alice", "s3cret")
         await s.sendmail("a@example.com", ["b@example.com"], data)
     assert [m.data for m in sink.messages] == [data]
-
-
-def test_auth_file_errors(tmp_path: Path) -> None:
-    from relay.policy import hash_password, load_auth_file, verify_password
-
-    with pytest.raises(ConfigError, match="not found"):
-        load_auth_file(tmp_path / "none")
-    bad = tmp_path / "bad"
-    bad.write_text("alice:plaintext\n")
-    with pytest.raises(ConfigError, match="line 1"):
-        load_auth_file(bad)
-    h = hash_password("pw", ln=10)
-    assert verify_password(b"pw", h) and not verify_password(b"pw2", h)
-    import base64
-    import hashlib
-    salt = b"0123456789abcdef"
-    key = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)
-    p = f"$pbkdf2-sha256$1000${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
-    assert verify_password(b"pw", p)
 
 
 # --- hostile sessions: AUTH, connection limits, log floods ----------------------------------
@@ -462,7 +443,7 @@ def plain(user: str, password: str) -> str:
 
 async def auth_relay(cfg: Config, start_relay: StartRelay, tmp_path: Path, ln: int = 10,
                      **kw: object) -> object:
-    from relay.policy import hash_password
+    from relay.passwords import hash_password
 
     cert, key = make_cert(tmp_path)
     users = tmp_path / "users"
