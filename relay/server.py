@@ -1,11 +1,12 @@
 """`relay serve`: the SMTP listener in front of the delivery side.
 
 The SMTP handler stays thin: it checks who may talk to the relay and which envelope addresses
-it takes (relay.policy), then hands the message to relay.delivery and answers with its reply.
+it takes (relay.addresses, relay.policy), then hands the message to relay.delivery and
+answers with its reply.
 
 * Clients outside `[listen] allow` get `554 5.7.1` instead of a greeting and are disconnected.
 * MAIL/RCPT addresses are parsed strictly (RFC 5321) and forwarded exactly as received; a
-  source route is dropped; see relay.policy for what is refused. More than
+  source route is dropped; see relay.addresses for what is refused. More than
   `max_recipients` recipients: `452 4.5.3`.
 * Message data: bare CR and bare LF are normalised to CRLF before anything else (so the
   fingerprinted copies, the message identity and what goes upstream all agree, and no bare CR/LF
@@ -46,18 +47,11 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from . import keys, limits, sdnotify
+from .addresses import check_rcpt, check_sender, mail_options_upstream, parse_path, strip_route
 from .config import Config, ConfigError
 from .delivery import AsyncStore, Deliverer, Transaction, UpstreamPool
 from .passwords import dummy_hash, load_auth_file, verify_password
-from .policy import (
-    check_rcpt,
-    check_sender,
-    load_members,
-    mail_options_upstream,
-    normalise_newlines,
-    parse_path,
-    strip_route,
-)
+from .policy import load_members, normalise_newlines
 
 log = logging.getLogger("relay")
 
@@ -263,7 +257,7 @@ class Handler:
         path = strip_route(address)
         if path is None:
             return "553 5.1.3 malformed source route"
-        bad = check_sender(path, self.cfg, bool(envelope.smtp_utf8))
+        bad = check_sender(path, bool(envelope.smtp_utf8))
         if bad is not None:
             return _refuse(session, "MAIL", address, bad)
         envelope.mail_from = path
@@ -279,7 +273,7 @@ class Handler:
         path = strip_route(address)
         if path is None:
             return "553 5.1.3 malformed source route"
-        bad = check_rcpt(path, self.cfg, bool(envelope.smtp_utf8))
+        bad = check_rcpt(path, self.cfg.domains, bool(envelope.smtp_utf8))
         if bad is not None:
             return _refuse(session, "RCPT", address, bad)
         envelope.rcpt_tos.append(path)
