@@ -93,12 +93,12 @@ def _source_line_end(ws: str, offsets: Sequence[int], a: int, source: str) -> bo
 
 
 def _layout(kind: str, rendered: str, offsets: Sequence[int], source: str,
-            blocked: bytearray, split: bool = False) -> Layout:
+            no_carry: bytearray, split: bool = False) -> Layout:
     """Units and carriers of a rendered text whose character i came from source[offsets[i]]
-    (-1: synthetic line break); blocked[i] marks characters in excluded regions."""
+    (-1: synthetic line break); no_carry[i] marks characters in excluded regions."""
     sig = SIG_LINE.search(rendered)
     if sig:
-        blocked[sig.start():] = b"\x01" * (len(rendered) - sig.start())
+        no_carry[sig.start():] = b"\x01" * (len(rendered) - sig.start())
     matches = list(RAW_TOKEN.finditer(rendered))
     raw = [m.group() for m in matches]
     units = group_units(raw)
@@ -125,7 +125,7 @@ def _layout(kind: str, rendered: str, offsets: Sequence[int], source: str,
             and src_a >= 0
             and offsets[a + max(len(ws), 1) - 1] == src_a + max(len(ws), 1) - 1
             and source[src_a:src_a + len(ws)] == ws
-            and not any(blocked[matches[left.last].start():matches[right.first].end()])
+            and not any(no_carry[matches[left.last].start():matches[right.first].end()])
             and not is_address_like(ltok) and not is_address_like(rtok)
             and not (is_numeric_group(ltok) and is_numeric_group(rtok))
         ):
@@ -185,15 +185,15 @@ QUOTED = re.compile(r"^[ \t]*>")
 def analyse_plain(text: str, rules: int = RULES) -> Layout:
     """Layout of a text/plain body (format=flowed or fixed; the rules are the same, since a
     carrier never touches a line end). `rules` 0: lines over MAX_CARRIER_LINE never carry."""
-    blocked = bytearray(len(text))
+    no_carry = bytearray(len(text))
     longest = MAX_CARRIER_LINE if rules < 1 else len(text)
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         if QUOTED.match(body) or len(body) > longest:
-            blocked[pos:pos + len(line)] = b"\x01" * len(line)
+            no_carry[pos:pos + len(line)] = b"\x01" * len(line)
         pos += len(line)
-    return _layout("plain", text, range(len(text)), text, blocked)
+    return _layout("plain", text, range(len(text)), text, no_carry)
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -203,10 +203,10 @@ ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0
 RAWTEXT = {"script", "style", "textarea", "title", "xmp"}
 EXCLUDED = {"pre", "code", "tt", "kbd", "samp", "textarea", "script", "style", "head", "title",
             "blockquote", "xmp", "listing", "plaintext"}
-BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "tbody", "thead",
-         "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote", "section", "article",
-         "header", "footer", "pre", "dd", "dt", "dl", "center", "form", "nav", "aside",
-         "address", "figure", "figcaption", "main", "body", "html", "head", "title"}
+BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "tbody", "thead",
+              "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote", "section", "article",
+              "header", "footer", "pre", "dd", "dt", "dl", "center", "form", "nav", "aside",
+              "address", "figure", "figcaption", "main", "body", "html", "head", "title"}
 VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "param",
         "source", "track", "wbr"}
 
@@ -217,7 +217,7 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
     0: a gap whose spaces come from two text nodes never carries."""
     rendered: list[str] = []  # pieces of the rendered text
     offsets = array("q")  # per rendered character: its offset in text, -1 if synthetic
-    blocked = bytearray()  # per rendered character: 1 in an excluded region
+    no_carry = bytearray()  # per rendered character: 1 in an excluded region
     stack: list[tuple[str, bool]] = []  # open elements and whether they exclude their content
     open_names: dict[str, int] = {}  # how many of each name are on the stack
     depth_excluded = 0
@@ -229,21 +229,21 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
             if m.start() > pos:
                 rendered.append(text[pos:m.start()])
                 offsets.extend(range(pos, m.start()))
-                blocked.extend(ex * (m.start() - pos))
+                no_carry.extend(ex * (m.start() - pos))
             ch = html.unescape(m.group())
             rendered.append(ch)
             offsets.extend([-1] * len(ch))  # entity: never part of a carrier gap
-            blocked.extend(ex * len(ch))
+            no_carry.extend(ex * len(ch))
             pos = m.end()
         if end > pos:
             rendered.append(text[pos:end])
             offsets.extend(range(pos, end))
-            blocked.extend(ex * (end - pos))
+            no_carry.extend(ex * (end - pos))
 
     def emit_break() -> None:
         rendered.append("\n")
         offsets.append(-1)
-        blocked.append(1)
+        no_carry.append(1)
 
     tokens = Tokens(text)
     pos = 0
@@ -263,7 +263,7 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
             continue
         name = nm.group(1).lower()
         closing = tag.startswith("</")
-        if name in BLOCK:
+        if name in BLOCK_TAGS:
             emit_break()
         if closing:
             if open_names.get(name):
@@ -289,4 +289,4 @@ def analyse_html(text: str, rules: int = RULES) -> Layout:
         stack.append((name, excluded))
         open_names[name] = open_names.get(name, 0) + 1
         depth_excluded += excluded
-    return _layout("html", "".join(rendered), offsets, text, blocked, split=rules >= 1)
+    return _layout("html", "".join(rendered), offsets, text, no_carry, split=rules >= 1)
