@@ -1,5 +1,5 @@
 """Command line: `relay serve`, `relay decode`, `relay rotate-key`; the operator commands
-`relay messages`, `relay purge`, `relay check` (relay.operator).
+`relay messages`, `relay purge` (relay.operator), `relay check` (relay.checks).
 
 User-caused problems print one line on stderr and exit 2 (usage, config, missing input) or 1
 (cannot run: database unreadable, OCR engine missing). Never a traceback for those.
@@ -315,14 +315,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from . import operator
+    from . import checks
 
-    findings = operator.check(_load(args), upstream=not args.no_upstream)
+    findings = checks.check(_load(args), upstream=not args.no_upstream)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], ensure_ascii=False))
     else:
-        sys.stdout.write(operator.render_findings(findings))
-    return 1 if any(f.level == operator.PROBLEM for f in findings) else 0
+        sys.stdout.write(checks.render_findings(findings))
+    return 1 if any(f.level == checks.PROBLEM for f in findings) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
