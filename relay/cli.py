@@ -110,10 +110,10 @@ def _read_input(name: str, binary: bool) -> bytes:
         what = "an image" if binary else "suspect text"
         raise CannotRun(f"{name}: more than {limit >> 20} MiB, too large for {what}")
     if binary:
-        from .ocr import UnreadableImage, _is_image, check_image
+        from .ocr import UnreadableImage, check_image, is_image
 
         try:
-            if _is_image(data):
+            if is_image(data):
                 check_image(data)  # the header only: a bomb is refused before it is decoded
         except UnreadableImage as e:
             raise CannotRun(f"{name}: {e}") from None
@@ -126,7 +126,8 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
     from .tokens import excerpt_words
 
     if image:
-        from .ocr import OcrUnavailable, classify_gaps, read_image, run_tesseract
+        from .ocr import OcrUnavailable, read_image, run_tesseract
+        from .ocrgaps import classify_gaps
 
         try:
             if sources is None:
