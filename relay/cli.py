@@ -135,7 +135,7 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
             words = run_tesseract(data, cfg.ocr_languages)  # read_image, keeping the boxes
         except OcrUnavailable as e:
             raise CannotRun(f"{name}: {e}" if name != "-" else str(e)) from None
-        from .evidence import image_source
+        from .sheetinputs import image_source
 
         sources.append(image_source(name, data, words))
         return classify_gaps(words)
@@ -144,7 +144,7 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
     except UnicodeDecodeError:
         text = data.decode("latin-1")
     if sources is not None:
-        from .evidence import text_source
+        from .sheetinputs import text_source
 
         sources.append(text_source(name, data, text))
     return excerpt_words(text)
@@ -259,7 +259,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise CannotRun(str(e)) from None
     rep = result.as_json()
     if args.report is not None and sources is not None:
-        from .evidence import Custody, render
+        from .evidence import render
+        from .sheetinputs import Custody
 
         _write_sheet(args.report, render(result, sources, Custody(
             __version__, str(Path(cfg.db_path).resolve()), decoded_at)))
