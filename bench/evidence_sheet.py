@@ -4,7 +4,7 @@ A real SQLite log (the relay's prepare and Store) of one all-staff message (GPL-
 text/plain + text/html) to N recipients (default 1,000); a 100-word excerpt of one copy.
 
 1. **In process**, alternating, R rounds: `relay.decoding.decode` alone (fresh derivations, as
-   each CLI run) against `decode` + building the sheet (`evidence.text_source`,
+   each CLI run) against `decode` + building the sheet (`sheetinputs.text_source`,
    `evidence.render`) + writing it; medians and the difference.
 2. **End to end**, alternating: `python -m relay decode --json leak.txt` against the same with
    `--report sheet.html`; medians of the wall time of the whole process.
@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from relay import __version__, keys  # noqa: E402
 from relay.decoding import decode  # noqa: E402
-from relay.evidence import Custody, render, text_source  # noqa: E402
+from relay.evidence import render  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
+from relay.sheetinputs import Custody, text_source  # noqa: E402
 from relay.store import ACCEPTED, Store  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402
 

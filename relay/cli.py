@@ -1,5 +1,5 @@
 """Command line: `relay serve`, `relay decode`, `relay rotate-key`; the operator commands
-`relay messages`, `relay purge`, `relay check` (relay.operator).
+`relay messages`, `relay purge` (relay.operator), `relay check` (relay.checks).
 
 User-caused problems print one line on stderr and exit 2 (usage, config, missing input) or 1
 (cannot run: database unreadable, OCR engine missing). Never a traceback for those.
@@ -110,10 +110,10 @@ def _read_input(name: str, binary: bool) -> bytes:
         what = "an image" if binary else "suspect text"
         raise CannotRun(f"{name}: more than {limit >> 20} MiB, too large for {what}")
     if binary:
-        from .ocr import UnreadableImage, _is_image, check_image
+        from .ocr import UnreadableImage, check_image, is_image
 
         try:
-            if _is_image(data):
+            if is_image(data):
                 check_image(data)  # the header only: a bomb is refused before it is decoded
         except UnreadableImage as e:
             raise CannotRun(f"{name}: {e}") from None
@@ -126,7 +126,8 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
     from .tokens import excerpt_words
 
     if image:
-        from .ocr import OcrUnavailable, classify_gaps, read_image, run_tesseract
+        from .ocr import OcrUnavailable, read_image, run_tesseract
+        from .ocrgaps import classify_gaps
 
         try:
             if sources is None:
@@ -134,7 +135,7 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
             words = run_tesseract(data, cfg.ocr_languages)  # read_image, keeping the boxes
         except OcrUnavailable as e:
             raise CannotRun(f"{name}: {e}" if name != "-" else str(e)) from None
-        from .evidence import image_source
+        from .sheetinputs import image_source
 
         sources.append(image_source(name, data, words))
         return classify_gaps(words)
@@ -143,7 +144,7 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
     except UnicodeDecodeError:
         text = data.decode("latin-1")
     if sources is not None:
-        from .evidence import text_source
+        from .sheetinputs import text_source
 
         sources.append(text_source(name, data, text))
     return excerpt_words(text)
@@ -258,7 +259,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise CannotRun(str(e)) from None
     rep = result.as_json()
     if args.report is not None and sources is not None:
-        from .evidence import Custody, render
+        from .evidence import render
+        from .sheetinputs import Custody
 
         _write_sheet(args.report, render(result, sources, Custody(
             __version__, str(Path(cfg.db_path).resolve()), decoded_at)))
@@ -315,14 +317,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from . import operator
+    from . import checks
 
-    findings = operator.check(_load(args), upstream=not args.no_upstream)
+    findings = checks.check(_load(args), upstream=not args.no_upstream)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], ensure_ascii=False))
     else:
-        sys.stdout.write(operator.render_findings(findings))
-    return 1 if any(f.level == operator.PROBLEM for f in findings) else 0
+        sys.stdout.write(checks.render_findings(findings))
+    return 1 if any(f.level == checks.PROBLEM for f in findings) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

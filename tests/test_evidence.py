@@ -31,9 +31,6 @@ from render import (
     screenshot,
 )
 
-from relay.carriers import SENTENCE, WORD
-from relay.decoding import Candidate, Detail, GapRead, Report
-from relay.evidence import Custody, fmt_p, one_in, render, text_source
 from relay.fingerprint import prepare
 from relay.store import ACCEPTED, Store
 
@@ -308,55 +305,6 @@ def test_sheet_names_no_one_beyond_the_candidates(
     listed = {c["recipient"] for c in rep["candidates"]}
     named = set(re.findall(r"staff\d{4}@example\.com", page))
     assert named == listed
-
-
-def sample_report(**kw: object) -> Report:
-    cands = [Candidate("alice@example.com", 3, 3, 1e-3, 0.2),
-             Candidate("bob@example.com", 3, 1, 0.5, 1.0)]
-    gaps = [GapRead(0, 0, WORD, 1, 1, True, ("one", "two")),
-            GapRead(0, 1, SENTENCE, 0, 0, True, ("two", "three")),
-            GapRead(0, 2, WORD, 0, 0, True, ("three", "four"))]
-    base: dict = dict(verdict="inconclusive", message={"message_id": "<m@x>", "subject": "S",
-                                                        "date": "D"},
-                      candidates=cands, excerpts=[{"words": 4, "messages_matched": 2,
-                                                   "words_aligned": 4, "bits_observed": 3}],
-                      recipients=2, threshold=1e-6, gaps=gaps,
-                      detail=Detail([(3, 3), (3, 1)], 1e-6 / 2, "ceo@x", "k1"))
-    base.update(kw)
-    return Report(**base)
-
-
-def test_provenance_in_words() -> None:
-    prov = [{"message": {"subject": "Fwd: S", "date": "D2", "message_id": "<f@x>"},
-             "sender": "alice@example.com", "contains": {"subject": "S", "date": "D",
-                                                         "message_id": "<m@x>"},
-             "from_copy_of": "alice@example.com", "explains_top_candidate": True}]
-    src = text_source("leak.txt", b"one  two. three four", "one  two. three four")
-    page = render(sample_report(provenance=prov), [src], Custody("0.1.0", "/db", "T"))
-    assert "Text that reached all staff twice" in page
-    assert "&ldquo;Fwd: S&rdquo; (D2, sent by alice@example.com) carries the text of " \
-           "&ldquo;S&rdquo;, made from the copy of <b>alice@example.com</b>" in page
-    assert "<b>alice@example.com sent this text on to all staff</b>" in page
-    assert "forwarded this text to all staff" in page  # the why section says it first
-    assert "Too few gaps" not in page
-    plain = render(sample_report(), [src], Custody("0.1.0", "/db", "T"))
-    assert "Text that reached all staff twice" not in plain
-    assert "The closest copy agrees at 3 of 3" in plain  # evidence enough, yet no verdict
-
-
-@pytest.mark.parametrize("p,words", [
-    (3.1e-11, "about 1 in 32 billion"), (2.9e-12, "about 1 in 340 billion"),
-    (2e-4, "about 1 in 5,000"), (0.011, "about 1 in 91"), (0.5, "about 1 in 2"),
-    (7.3e-23, "about 1 in 1.4 &times; 10<sup>22</sup>"),
-    (1.0, "close to certain"), (1e-6, "about 1 in 1 million"),
-    (1e-22, "about 1 in 1 &times; 10<sup>22</sup>")])
-def test_one_in(p: float, words: str) -> None:
-    assert one_in(p) == words
-
-
-def test_fmt_p() -> None:
-    assert [fmt_p(p) for p in (0.0036, 1e-6, 1.0, 3.14e-11)] == ["0.0036", "1.0e-06", "1",
-                                                                 "3.1e-11"]
 
 
 def test_standard_input_is_named_so_and_hashed(logged: Logged) -> None:

@@ -1,9 +1,8 @@
-"""Reading whitespace bits from screenshots (relay.ocr).
-
-Pure tests of the gap classifier on synthetic word boxes and of the PNG magnifier, then
-end-to-end measurements: prose with known doubled gaps, rendered by headless Chromium (HTML
-mail in Arial 15px; plain-text mail in pre-wrap monospace and proportional fonts; 1x and 2x;
-PNG and JPEG), read back by Tesseract and aligned with the truth. Run with -s to see the table.
+"""The Tesseract driver (relay.ocr): one-line errors when OCR cannot run, hostile images refused
+from the header, the memory limit; then end-to-end measurements: prose with known doubled gaps,
+rendered by headless Chromium (HTML mail in Arial 15px; plain-text mail in pre-wrap monospace and
+proportional fonts; 1x and 2x; PNG and JPEG), read back by Tesseract, its boxes read by
+relay.ocrgaps and aligned with the truth. Run with -s to see the table.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import difflib
 import html
 import io
 import random
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,304 +19,15 @@ from dataclasses import dataclass
 import bombs
 import pytest
 from conftest import require_tool
+from pngs import encode_png
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
 
-from relay import ocr
-from relay.ocr import (
-    GapReading,
-    OcrUnavailable,
-    OcrWord,
-    UnreadableImage,
-    classify_detailed,
-    classify_gaps,
-    unit_boxes,
-)
+from relay import greyimage, ocr
+from relay.ocr import OcrUnavailable, UnreadableImage
+from relay.ocrgaps import GapReading, classify_detailed
 from relay.tokens import ExcerptWord, excerpt_words, group_units, is_sentence_gap
 
-# --- synthetic word boxes -----------------------------------------------------------------
-
-EM = 30  # px: a 15px font in a 2x screenshot
-SINGLE, DOUBLED = 11, 19  # px: gaps as measured on such screenshots (NOTES.md section 1)
-
-
-def advance(text: str) -> float:
-    """Width of a word in em, roughly as Arial sets it."""
-    return sum(0.25 if c in "ijlft.,;:'!|«»" else 0.85 if c in "mwMW" else
-               0.68 if c.isupper() else 0.52 for c in text)
-
-
-def boxes(lines: list[list[tuple[str, int]]], *, em: float = EM,
-          conf: float = 95.0) -> list[OcrWord]:
-    """OCR words for lines of (text, gap in px after it), with heights that fit the letters."""
-    out = []
-    for n, line in enumerate(lines):
-        x = 20
-        for text, gap in line:
-            f = ocr._shape_factor(text) or 0.4
-            h = round(f * em)
-            w = max(1, round(advance(text) * em))
-            out.append(OcrWord(text, x, 100 + 40 * n + (EM - h), w, h, (1, 1, 1, n + 1), conf))
-            x += w + gap
-    return out
-
-
-PROSE = ("the board has approved the acquisition subject to the usual regulatory checks and "
-         "the parking garage will be closed for resurfacing from next week so please plan "
-         "ahead and share your car with colleagues whenever you can").split()
-
-
-def prose_lines(bits: list[int], per_line: int = 12, single: int = SINGLE,
-                doubled: int = DOUBLED) -> list[list[tuple[str, int]]]:
-    """Lines of words whose in-line gaps carry `bits` in order (per_line - 1 bits a line)."""
-    lines, k, i = [], 0, 0
-    while k < len(bits):
-        line = []
-        for j in range(per_line):
-            word = PROSE[i % len(PROSE)]
-            i += 1
-            if j == per_line - 1 or k == len(bits):
-                line.append((word, 0))
-                break
-            line.append((word, doubled if bits[k] else single))
-            k += 1
-        lines.append(line)
-    return lines
-
-
-def read_bits(readings: list[GapReading]) -> list[int | None]:
-    return [r.gap_after for r in readings if r.same_line]
-
-
-def test_classify_reads_single_and_doubled_gaps() -> None:
-    rng = random.Random(1)
-    bits = [int(rng.random() < 0.2) for _ in range(60)]
-    got = read_bits(classify_detailed(boxes(prose_lines(bits))))
-    assert got == bits
-
-
-def test_classify_gives_none_across_lines_and_at_the_end() -> None:
-    words = boxes(prose_lines([0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0] * 2))
-    out = classify_gaps(words)
-    assert isinstance(out[0], ExcerptWord)
-    assert out[-1].gap_after is None
-    assert out[11].gap_after is None  # last word of line 1
-    assert [w.gap_after for w in out[:11]] == [0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0]
-
-
-def test_classify_is_scale_free() -> None:
-    rng = random.Random(2)
-    bits = [int(rng.random() < 0.2) for _ in range(44)]
-    lines = prose_lines(bits, single=5, doubled=9)  # the same text at 1x
-    assert read_bits(classify_detailed(boxes(lines, em=15))) == bits
-
-
-def test_classify_without_any_doubled_gap_reads_no_one() -> None:
-    rng = random.Random(3)
-    lines = [[(PROSE[(12 * n + j) % len(PROSE)], rng.randint(8, 14) if j < 11 else 0)
-              for j in range(12)] for n in range(4)]  # single gaps spread as real ones do
-    got = read_bits(classify_detailed(boxes(lines)))
-    assert 1 not in got
-    assert got.count(0) >= 0.9 * len(got)
-
-
-def test_classify_leaves_the_middle_unread() -> None:
-    words = boxes([[("one", SINGLE), ("two", 15), ("three", DOUBLED), ("four", SINGLE),
-                    ("five", SINGLE), ("six", SINGLE), ("seven", DOUBLED), ("eight", SINGLE),
-                    ("nine", SINGLE), ("ten", 60), ("eleven", 0)]])  # 60 px: a column, no gap
-    got = [w.gap_after for w in classify_gaps(words)]
-    assert got == [0, None, 1, 0, 0, 0, 1, 0, 0, None, None]
-
-
-def test_classify_glues_punctuation_like_excerpt_words() -> None:
-    text = "Le projet « Horizon » avance : aucune pièce ne sort du bâtiment ce mois"
-    words = boxes([[(t, SINGLE) for t in text.split()]])
-    out = classify_gaps(words)
-    assert [w.norm for w in out] == [w.norm for w in excerpt_words(text)]
-    assert out[0].gap_after == 0  # le | projet
-    # projet | « : the gap between units, measured before the opener
-    assert out[1].norm == "projet" and out[1].gap_after in (0, None)
-
-
-def test_classify_distrusts_low_confidence_and_misfit_boxes() -> None:
-    bits = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0] * 3
-    words = boxes(prose_lines(bits))
-    k = 5
-    w = words[k]
-    words[k] = OcrWord(w.text, w.left, w.top, w.width, w.height, w.line, 12.0)  # unsure word
-    w = words[17]
-    words[17] = OcrWord(w.text, w.left, w.top - 30, w.width, w.height + 30, w.line, w.conf)
-    got = classify_gaps(words)
-    assert got[k - 1].gap_after is None and got[k].gap_after is None
-    assert got[16].gap_after is None and got[17].gap_after is None
-    assert got[0].gap_after == 0 and got[1].gap_after == 1
-
-
-def test_classify_joins_a_word_hyphenated_across_lines() -> None:
-    words = boxes([[("our", SINGLE), ("forecast-", 0)], [("ing", SINGLE), ("model", 0)]])
-    out = classify_gaps(words)
-    assert [w.norm for w in out] == ["our", "forecasting", "model"]
-    assert [w.gap_after for w in out] == [0, 0, None]
-    assert [w.joined for w in out] == [False, True, False]
-    assert excerpt_words("our forecast-\ning model") == out
-    assert [(t, a.text, b.text) for t, a, b in unit_boxes(words)] == [
-        ("our", "our", "our"), ("forecast-ing", "forecast-", "ing"), ("model", "model", "model")]
-
-
-def test_unit_boxes_follow_the_units_classify_reads() -> None:
-    words = boxes([[("Hello", SINGLE), ("«", SINGLE), ("world", DOUBLED), ("»", SINGLE),
-                    ("again.", 0)], [("Next", SINGLE), ("line", 0)]])
-    units = unit_boxes(words)
-    assert len(units) == len(classify_gaps(words))
-    assert [t for t, _, _ in units] == ["Hello", "« world »", "again.", "Next", "line"]
-    assert [(a.text, b.text) for _, a, b in units][1] == ("«", "»")
-
-
-def test_classify_justified_lines() -> None:
-    rng = random.Random(4)
-    bits = [int(rng.random() < 0.2) for _ in range(66)]
-    lines = prose_lines(bits)
-    words = boxes(lines)
-    # stretch lines 2 and 4 as text-align: justify does: every space (NBSP too) grows by 9 px
-    stretched = []
-    for n, line in enumerate(lines):
-        x = 20
-        for text, gap in line:
-            f = ocr._shape_factor(text) or 0.4
-            h, w = round(f * EM), round(advance(text) * EM)
-            stretched.append(OcrWord(text, x, 100 + 40 * n + EM - h, w, h, (1, 1, 1, n + 1),
-                                     95.0))
-            grow = 9 if n in (1, 3) else 0
-            x += w + (gap + grow if gap == SINGLE else gap + 2 * grow if gap else 0)
-    assert read_bits(classify_detailed(words)) == bits
-    got = read_bits(classify_detailed(stretched))
-    wrong = sum(1 for g, b in zip(got, bits, strict=True) if g is not None and g != b)
-    assert wrong == 0 and got.count(None) <= 4
-
-
-def test_classify_monospace() -> None:
-    rng = random.Random(5)
-    bits = [int(rng.random() < 0.2) for _ in range(55)]
-    pitch = 17  # px; a gap is the space's cell plus the bearings of both letters
-    words, k = [], 0
-    for n in range(5):
-        x = 20
-        for j in range(12):
-            text = PROSE[(12 * n + j) % len(PROSE)]
-            w = len(text) * pitch - rng.randint(2, 6)
-            h = round((ocr._shape_factor(text) or 0.5) * 28)
-            words.append(OcrWord(text, x, 100 + 40 * n + 28 - h, w, h, (1, 1, 1, n + 1), 95.0))
-            if j < 11:
-                x += w + (2 if bits[k] else 1) * pitch + rng.randint(2, 6)
-                k += 1
-    assert ocr._monospace_pitch(words, {id(w): 28.0 for w in words})
-    assert read_bits(classify_detailed(words)) == bits
-
-
-def test_classify_empty_and_single() -> None:
-    assert classify_gaps([]) == []
-    assert classify_gaps(boxes([[("Bonjour", 0)]])) == [ExcerptWord("bonjour", None)]
-    assert classify_gaps(boxes([[("«", SINGLE), (":", 0)]])) == []
-
-
-# --- PNG decoding and magnification --------------------------------------------------------
-
-
-def encode_png(width: int, height: int, ctype: int, pixels: bytes, depth: int = 8,
-               palette: bytes = b"", trns: bytes = b"") -> bytes:
-    """A PNG using every filter type in turn (row y uses filter y % 5)."""
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype]
-    bpp = channels * depth // 8
-    stride = width * bpp
-    raw = bytearray()
-    prev = bytes(stride)
-    for y in range(height):
-        cur = pixels[y * stride:(y + 1) * stride]
-        f = y % 5
-        raw.append(f)
-        for i in range(stride):
-            a = cur[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            pred = [0, a, b, (a + b) // 2, 0][f]
-            if f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-            raw.append((cur[i] - pred) & 255)
-        prev = cur
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth,
-                                                            ctype, 0, 0, 0))
-    if palette:
-        out += chunk(b"PLTE", palette)
-    if trns:
-        out += chunk(b"tRNS", trns)
-    return out + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
-
-
-def lum(r: int, g: int, b: int) -> int:
-    return (77 * r + 150 * g + 29 * b) >> 8
-
-
-@pytest.mark.parametrize("ctype", [0, 2, 3, 4, 6, 16])
-def test_png_decoder_all_filters_and_colour_types(ctype: int) -> None:
-    rng = random.Random(ctype)
-    w, h = 7, 11
-    rgb = [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(w * h)]
-    grey = [rng.randrange(256) for _ in range(w * h)]
-    alpha = [rng.choice([255, 255, 0, 128]) for _ in range(w * h)]
-    if ctype == 0:
-        png, want = encode_png(w, h, 0, bytes(grey)), grey
-    elif ctype == 16:  # 16-bit RGB
-        px = b"".join(bytes([r, 7, g, 7, b, 7]) for r, g, b in rgb)
-        png, want = encode_png(w, h, 2, px, depth=16), [lum(*p) for p in rgb]
-    elif ctype == 2:
-        png, want = encode_png(w, h, 2, b"".join(bytes(p) for p in rgb)), [lum(*p) for p in rgb]
-    elif ctype == 3:
-        pal = [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(16)]
-        idx = [rng.randrange(16) for _ in range(w * h)]
-        png = encode_png(w, h, 3, bytes(idx), palette=b"".join(bytes(p) for p in pal))
-        want = [lum(*pal[i]) for i in idx]
-    elif ctype == 4:
-        png = encode_png(w, h, 4, b"".join(bytes([g, a]) for g, a in zip(grey, alpha, strict=True)))
-        want = [g * a // 255 + 255 - a for g, a in zip(grey, alpha, strict=True)]
-    else:
-        png = encode_png(w, h, 6, b"".join(bytes([*p, a]) for p, a in zip(rgb, alpha, strict=True)))
-        want = [lum(*p) * a // 255 + 255 - a for p, a in zip(rgb, alpha, strict=True)]
-    assert ocr.png_grey(png) == (w, h, bytes(want))
-
-
-def test_magnify2_is_bilinear() -> None:
-    img = bytes([0, 100, 200, 50, 60, 70])  # 3 x 2
-    big = ocr.magnify2(3, 2, img)
-    assert len(big) == 6 * 4
-    assert big[0:6] == bytes([0, 50, 100, 150, 200, 200])
-    assert big[12:18] == bytes([50, 55, 60, 65, 70, 70])
-    assert big[6:12] == bytes([25, 52, 80, 107, 135, 135])
-    assert big[18:24] == big[12:18]  # the last row repeats itself
-    pgm = ocr.magnified_pgm(encode_png(3, 2, 0, img))
-    assert pgm is not None and pgm.startswith(b"P5\n6 4\n255\n") and pgm.endswith(big)
-    assert ocr.magnified_pgm(b"\xff\xd8\xff\xe0 a jpeg") is None  # broken: not decodable
-
-
-@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
-def test_other_formats_are_magnified_too(fmt: str) -> None:
-    """JPEG, WebP and TIFF screenshots are decoded (Pillow) and magnified like PNG."""
-    from PIL import Image
-
-    img = bytes(range(0, 240, 10)) * 4  # 24 x 4 grey ramp
-    buf = io.BytesIO()
-    Image.frombytes("L", (24, 4), img).save(buf, fmt, **({"quality": 100} if fmt != "TIFF"
-                                                        else {}))
-    pgm = ocr.magnified_pgm(buf.getvalue())
-    assert pgm is not None and pgm.startswith(b"P5\n48 8\n255\n")
-    decoded = Image.open(buf).convert("L").tobytes()
-    assert pgm.endswith(ocr.magnify2(24, 4, decoded))
-
+# --- errors ---------------------------------------------------------------------------------
 
 def test_unavailable_and_unreadable_are_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnreadableImage) as e:
@@ -590,22 +298,8 @@ def test_image_bombs_are_refused_from_the_header(make: Callable[[], bytes], what
         tracemalloc.stop()
     assert what in str(e.value) and "\n" not in str(e.value)
     assert peak < 20_000_000  # nothing of the announced size was allocated
-    assert ocr.magnified_pgm(data) is None
+    assert greyimage.magnified_pgm(data) is None
 
-
-def test_png_zlib_bomb_behind_a_small_header_inflates_only_what_the_header_says() -> None:
-    import tracemalloc
-
-    bomb = bombs.png_bomb(1_000, 100, rows=100_000)  # 100 MB of rows behind a 100-row header
-    assert len(bomb) < 1_000_000
-    tracemalloc.start()
-    try:
-        width, height, grey = ocr.png_grey(bomb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert (width, height, grey) == (1_000, 100, b"\xff" * 100_000)
-    assert peak < 10_000_000
 
 
 def test_an_image_within_the_limits_passes_the_check() -> None:

@@ -1,62 +1,23 @@
-"""`relay messages`, `relay purge`, `relay check` as an admin runs them (real processes) against
-the database of a running relay (in-process, real sink on loopback), and the daily retention
-purge ([store] keep_days)."""
+"""`relay messages` and `relay purge` as an admin runs them (real processes) against the database
+of a running relay (in-process, real sink on loopback), the daily retention purge ([store]
+keep_days), and the one-line errors of the admin commands (`relay check`: tests/test_checks.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
-import socket
 import sqlite3
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import PROSE, Sink, StartRelay, free_port, make_message, smtp_send
+from admincli import STAFF, cli, one_line, write_config
+from conftest import PROSE, Sink, StartRelay, make_message, smtp_send
 
 from relay.config import Config
 from relay.operator import parse_date
-
-ROOT = Path(__file__).resolve().parent.parent
-STAFF = [f"member{i}@example.com" for i in range(6)]
-
-
-async def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    """`python -m relay ARGS` without blocking the loop the relay under test runs on."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", *args, cwd=cwd or ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(p.communicate(), 120)
-    assert p.returncode is not None
-    return p.returncode, out.decode(), err.decode()
-
-
-def one_line(rc: int, err: str, want_rc: int, *needles: str) -> None:
-    assert rc == want_rc, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
-def write_config(cfg: Config, path: Path, listen_port: int, **extra: str) -> Path:
-    """The TOML an admin would have for this relay."""
-    sections = {
-        "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.hostname}"',
-        "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream_port}',
-        "policy": 'lists = ["all-staff@example.com"]',
-        "store": f'path = "{cfg.db_path}"',
-        "signature": f'key_file = "{cfg.key_file}"',
-    }
-    for k, v in extra.items():
-        sections[k] = sections.get(k, "") + "\n" + v
-    path.write_text("".join(f"[{k}]\n{v}\n" for k, v in sections.items()))
-    return path
 
 
 @pytest.mark.parametrize("text,ok", [
@@ -151,74 +112,6 @@ async def test_bad_date_missing_database_bad_config_are_one_line(tmp_path: Path)
     for cmd in (["messages"], ["purge", "--before", "2026-01-01"], ["check"]):
         rc, _, err = await cli(*cmd, "--config", str(bad))
         one_line(rc, err, 2, "bad.toml", "store.keep_days")
-
-
-async def test_check_passes_beside_the_running_relay(cfg: Config, relay, sink: Sink,
-                                                     tmp_path: Path) -> None:
-    await smtp_send(relay.port, "boss@example.com", STAFF, make_message())
-    conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
-    rc, out, err = await cli("check", "--config", str(conf))
-    assert rc == 0, out + err
-    assert "in use by a running relay" in out
-    assert "answers EHLO" in out and "schema" in out and "1 message(s)" in out
-    assert out.strip().splitlines()[-1] == "relay check: 0 problem(s), 0 warning(s)"
-    rc, out, _ = await cli("check", "--config", str(conf), "--json")
-    assert rc == 0 and {f["what"] for f in json.loads(out)} >= {"key file", "database",
-                                                                 "listen", "upstream"}
-
-
-async def test_check_finds_each_problem(cfg: Config, start_relay: StartRelay, sink: Sink,
-                                        tmp_path: Path) -> None:
-    r = await start_relay(cfg)  # creates the key and database as serve does
-    await r.stop(grace=1)
-    port = free_port()
-    conf = write_config(cfg, tmp_path / "c.toml", port)
-    rc, out, err = await cli("check", "--config", str(conf))
-    assert rc == 0, out + err
-
-    cfg.key_file.chmod(0o644)
-    rc, out, _ = await cli("check", "--config", str(conf))
-    assert rc == 1 and "PROBLEM  key file" in out and "mode 644" in out, out
-    cfg.key_file.chmod(0o600)
-
-    cfg.db_path.chmod(0o640)
-    rc, out, _ = await cli("check", "--config", str(conf))
-    assert rc == 1 and "PROBLEM  database" in out and "0640" in out, out
-    cfg.db_path.chmod(0o600)
-
-    with socket.socket() as squatter:  # something else holds the listen port
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
-        rc, out, _ = await cli("check", "--config", str(conf))
-        assert rc == 1 and "PROBLEM  listen" in out, out
-
-    await sink.close()  # the upstream is gone
-    rc, out, _ = await cli("check", "--config", str(conf))
-    assert rc == 1 and "PROBLEM  upstream" in out, out
-    rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
-    assert rc == 0 and "upstream" not in out, out
-
-    with sqlite3.connect(cfg.db_path) as c:
-        c.execute("PRAGMA user_version = 99")
-    rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
-    assert rc == 1 and "newer than this relay" in out, out
-
-
-async def test_unexpanded_list_is_logged_and_reported_by_check(
-        cfg: Config, relay, sink: Sink, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="relay"):
-        reply = await smtp_send(relay.port, "boss@example.com", ["all-staff@example.com"],
-                                make_message())
-    assert reply.startswith("250")
-    warned = [r.getMessage() for r in caplog.records if "arrived unexpanded" in r.getMessage()]
-    assert len(warned) == 1 and "<all-staff@example.com>" in warned[0]
-    conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
-    rc, out, _ = await cli("check", "--config", str(conf))
-    assert rc == 0, out
-    assert "warning  policy    list address <all-staff@example.com> arrived unexpanded in 1" \
-        in out
-    assert out.strip().splitlines()[-1] == "relay check: 0 problem(s), 1 warning(s)"
 
 
 async def test_keep_days_purges_old_entries_when_serve_starts(
