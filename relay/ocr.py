@@ -2,8 +2,7 @@
 
 `run_tesseract` gets the word boxes (TSV output of the `tesseract` binary); text smaller than
 MAGNIFY_BELOW_EM pixels is read magnified 2x (relay.greyimage), which brings 1x screenshots to the
-accuracy of 2x ones. Formats other than PNG are magnified with Pillow; without it they are read as
-they are, and with small text, gaps next to punctuation are then left unread (None).
+accuracy of 2x ones, PNG and JPEG alike (every format is decoded with Pillow).
 
 Hostile images: `check_image` reads only the header (Pillow's lazy open) and refuses, before
 anything is decoded, an image over MAX_PIXELS (all pages of a TIFF together) or with a side over
@@ -24,7 +23,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .greyimage import MAX_PIXELS, MAX_SIDE, decode_grey, ink_line_height, pgm2x, too_large
+from .greyimage import (
+    DECODE_ERRORS,
+    MAX_PIXELS,
+    MAX_SIDE,
+    decode_grey,
+    ink_line_height,
+    open_image,
+    pgm2x,
+    too_large,
+)
 from .ocrgaps import OcrWord, classify_gaps, text_size
 from .tokens import ExcerptWord
 
@@ -68,36 +76,17 @@ def check_image(data: bytes) -> tuple[str, int, int, int]:
     open an image); ImageTooLarge when decoding it would need more than MAX_PIXELS, else
     UnreadableImage when Pillow cannot tell its size."""
     try:
-        from PIL import Image
-    except ImportError:  # without Pillow only PNG headers can be read here
-        return _png_header_check(data)
-    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below
-    try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:
             fmt, (width, height) = im.format or "?", im.size
             frames = getattr(im, "n_frames", 1) if fmt == "TIFF" else 1
-    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:
+    except (*DECODE_ERRORS, struct.error) as e:
         raise UnreadableImage(f"cannot read the image header: {e}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
-    _refuse_large(fmt, width, height, frames)
-    return fmt, width, height, frames
-
-
-def _refuse_large(fmt: str, width: int, height: int, frames: int) -> None:
     pages = f" x {frames} pages" if frames > 1 else ""
     if too_large(width, height, frames):
         raise ImageTooLarge(
             f"{fmt} image of {width} x {height} pixels{pages} is over the limit of "
             f"{MAX_PIXELS / 1e6:.0f} megapixels ({MAX_SIDE} per side); refused before decoding")
-
-
-def _png_header_check(data: bytes) -> tuple[str, int, int, int]:
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
-        raise UnreadableImage("cannot read the image header (only PNG without Pillow)")
-    width, height = struct.unpack(">II", data[16:24])
-    _refuse_large("PNG", width, height, 1)
-    return "PNG", width, height, 1
+    return fmt, width, height, frames
 
 
 def _limit_child() -> None:  # pragma: no cover (runs in the child, between fork and exec)
@@ -179,24 +168,25 @@ def run_tesseract(image: bytes, languages: str = "eng+fra", *,
 
     magnify None (default): an image whose text is smaller than MAGNIFY_BELOW_EM pixels is read
     magnified 2x (its words then have scale 2). The size is judged from the rows of ink when
-    they tell it clearly, else from a first reading. True: magnify. False: never. PNG is
-    decoded with the standard library, other formats with Pillow."""
+    they tell it clearly, else from a first reading. True: magnify. False: never. Every format
+    is decoded with Pillow (relay.greyimage)."""
     if not is_image(image):
         raise UnreadableImage("not an image (PNG, JPEG, GIF, BMP, TIFF, WebP or PNM expected)")
     check_image(image)
     exe = _tesseract_exe()
     _check_languages(exe, languages)
-    if magnify is None:
-        head = decode_grey(image, max_rows=400)  # rows enough to judge the text size
-        ink = ink_line_height(*head) if head else None
+    decoded = decode_grey(image) if magnify is not False else None  # once, if at all
+    if magnify is None and decoded:
+        width, height, grey = decoded
+        rows = min(height, 400)  # rows enough to judge the text size
+        ink = ink_line_height(width, rows, grey[:width * rows])
         if ink is not None and ink < 0.8 * MAGNIFY_BELOW_EM:
             magnify = True
-    if magnify and (decoded := decode_grey(image)):
+    if magnify and decoded:
         return _tsv(exe, pgm2x(*decoded), languages, 2)
     words = _tsv(exe, image, languages, 1)
     size = text_size(words)
-    if magnify is None and size is not None and size < MAGNIFY_BELOW_EM \
-            and (decoded := decode_grey(image)):
+    if magnify is None and size is not None and size < MAGNIFY_BELOW_EM and decoded:
         return _tsv(exe, pgm2x(*decoded), languages, 2) or words
     return words
 
