@@ -205,6 +205,8 @@ def score(readings: list[GapReading], truth: list[ExcerptWord]) -> Score:
 # Chromium 156, Tesseract 5.3.0 (correct / wrong / unknown over ~300 in-line gaps):
 #   html 1x png 98.4/0.0/1.6   html 2x png 98.0/0.0/2.0   html 1x jpeg 99.0/0.0/1.0
 #   (1x jpeg read without magnification, before Pillow decoded it: 89.2/0.3/10.5)
+#   Every format decoded and magnified by Pillow (relay.greyimage): the same, but html 1x jpeg
+#   99.7/0.0/0.3 and mono 1x 99.3/0.0/0.7 of 290 gaps (292 before); bench/greyimage_pillow.py
 #   html 2x justify 93.1/0.0/6.9   (html 2x jpeg 97.1/0.0/2.9: left out to save time)
 #   mono 1x 99.3/0.0/0.7  mono 2x 100/0.0/0.0  prop 1x 97.3/0.0/2.7  prop 2x 96.6/0.0/3.4
 #   unmarked (no doubled gap) 99.3/0.0/0.7
