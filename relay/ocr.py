@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from PIL import UnidentifiedImageError
+
 from .greyimage import (
     DECODE_ERRORS,
     MAX_PIXELS,
@@ -79,6 +81,9 @@ def check_image(data: bytes) -> tuple[str, int, int, int]:
         with open_image(data) as im:
             fmt, (width, height) = im.format or "?", im.size
             frames = getattr(im, "n_frames", 1) if fmt == "TIFF" else 1
+    except UnidentifiedImageError:  # Pillow's message names an in-memory buffer
+        raise UnreadableImage("cannot read the image header: not an image Pillow knows, or "
+                              "its header is damaged") from None
     except (*DECODE_ERRORS, struct.error) as e:
         raise UnreadableImage(f"cannot read the image header: {e}") from None
     pages = f" x {frames} pages" if frames > 1 else ""

@@ -310,6 +310,10 @@ def test_an_image_within_the_limits_passes_the_check() -> None:
     assert ocr.check_image(encode_png(7, 3, 0, bytes(21))) == ("PNG", 7, 3, 1)
     with pytest.raises(UnreadableImage):
         ocr.check_image(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(UnreadableImage) as e:
+        ocr.check_image(b"GIF89a" + bytes(100))
+    assert str(e.value) == ("cannot read the image header: not an image Pillow knows, or its "
+                            "header is damaged")  # not Pillow's "<_io.BytesIO object at 0x...>"
 
 
 def test_tesseract_runs_within_a_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
