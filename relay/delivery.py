@@ -47,9 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosmtplib
-
-from . import analysis, dsn
+from . import analysis, dsn, smtpclient
 from .carriers import RULES
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
@@ -118,13 +116,14 @@ def wire_sender(sender: str) -> str:
 
 @dataclass
 class _Slot:
-    smtp: aiosmtplib.SMTP | None = None
+    smtp: smtpclient.Connection | None = None
     last_used: float = 0.0
 
 
 class UpstreamPool:
-    """`size` reused SMTP connections to the upstream; a connection is opened when first
-    needed and replaced after any trouble or when it has been idle for a while."""
+    """`size` reused SMTP connections to the upstream (relay.smtpclient: PIPELINING when
+    offered); a connection is opened when first needed and replaced after any trouble or when
+    it has been idle for a while."""
 
     def __init__(self, host: str, port: int, size: int, timeout: float,
                  local_hostname: str) -> None:
@@ -178,22 +177,15 @@ class UpstreamPool:
             return None
         if now < self._down_until:
             return Outcome(TEMPFAIL, self._down_reason)
-        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
-                               local_hostname=self.local_hostname, use_tls=False,
-                               start_tls=False)
         try:
-            await smtp.connect()
-        except aiosmtplib.SMTPResponseException as e:
-            smtp.close()
-            reason = _line(f"451 4.4.1 upstream refused the connection: {e.code} {e.message}")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-            smtp.close()
+            slot.smtp = await smtpclient.Connection.open(self.host, self.port, self.timeout,
+                                                         self.local_hostname)
+            return None
+        except smtpclient.Refused as e:
+            reason = _line(f"451 4.4.1 upstream refused the connection: {e}")
+        except (smtpclient.Trouble, OSError, TimeoutError) as e:
             reason = _line(f"451 4.4.1 upstream {self.host}:{self.port} unreachable: "
                            f"{e.__class__.__name__} {e}")
-        else:
-            _chunked_data(smtp)
-            slot.smtp = smtp
-            return None
         # fail the next attempts fast instead of waiting for a connect timeout each time
         self._down_until = time.monotonic() + DOWN_HOLD
         self._down_reason = reason
@@ -207,33 +199,41 @@ class UpstreamPool:
         smtp = slot.smtp
         assert smtp is not None
         try:
-            errors, _ = await smtp.sendmail(wire_sender(sender), list(rcpts), data,
-                                            mail_options=list(mail_options))
-        except aiosmtplib.SMTPRecipientsRefused as e:
-            out = {r.recipient: _outcome(r.code, r.message) for r in e.recipients}
-            if any(r.code == 421 for r in e.recipients):
-                self._drop(slot)
-            return {r: out.get(r, Outcome(TEMPFAIL, "451 4.4.0 no reply for recipient"))
-                    for r in rcpts}
-        except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as e:
-            if e.code == 421 or not smtp.is_connected:
-                self._drop(slot)
-            return self._all(rcpts, _outcome(e.code, e.message))
-        except aiosmtplib.SMTPResponseException as e:  # EHLO refused, 421 ...
-            self._drop(slot)
-            code = e.code if 400 <= e.code < 500 else 451
-            return self._all(rcpts, Outcome(TEMPFAIL, _line(f"{code} upstream: {e.message}")))
-        except aiosmtplib.SMTPNotSupported as e:
+            t = await smtp.send(wire_sender(sender), rcpts, data, mail_options)
+        except smtpclient.NotSupported as e:
             return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.6.7 upstream: {e}")))
-        except ValueError as e:  # an address the client library will not send
+        except ValueError as e:  # an address that cannot go on a command line
             return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.1.3 {e}")))
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        except (smtpclient.Trouble, OSError, TimeoutError) as e:
             self._drop(slot)
             return self._all(rcpts, Outcome(
                 TEMPFAIL, _line(f"451 4.4.2 upstream connection trouble: "
                                 f"{e.__class__.__name__} {e}")))
-        return {r: _outcome(errors[r].code, errors[r].message) if r in errors
-                else Outcome(ACCEPTED, "250 accepted") for r in rcpts}
+        return self._outcomes(slot, rcpts, t)
+
+    def _outcomes(self, slot: _Slot, rcpts: Sequence[str], t: smtpclient.Transaction
+                  ) -> dict[str, Outcome]:
+        """Each recipient's outcome from the upstream's replies: MAIL refused: that for all;
+        RCPT refused: that; DATA refused: that for the recipients RCPT took."""
+        smtp = slot.smtp
+        replies = [t.mail, *t.rcpts] + ([t.data] if t.data is not None else [])
+        if any(r.code == 421 for r in replies) or smtp is None or not smtp.is_connected:
+            self._drop(slot)
+        if not t.mail.ok:
+            return self._all(rcpts, _outcome(t.mail.code, t.mail.text))
+        out: dict[str, Outcome] = {}
+        data = t.data if t.data is not None else smtpclient.Reply(451, "4.4.0 no DATA reply")
+        for i, r in enumerate(rcpts):
+            rr = t.rcpts[i] if i < len(t.rcpts) else None
+            if rr is None:
+                out[r] = Outcome(TEMPFAIL, "451 4.4.0 no reply for recipient")
+            elif not rr.ok:
+                out[r] = _outcome(rr.code, rr.text)
+            elif data.ok:
+                out[r] = Outcome(ACCEPTED, "250 accepted")
+            else:
+                out[r] = _outcome(data.code, data.text)
+        return out
 
     async def close(self) -> None:
         while not self._slots.empty():
@@ -244,58 +244,7 @@ class UpstreamPool:
             self._drop(slot)
 
 
-DATA_CHUNK = 1 << 20  # a message bigger than this goes upstream a chunk at a time
-
-
-def _chunked_data(smtp: aiosmtplib.SMTP) -> None:
-    """Make this connection send big messages in chunks. aiosmtplib normalises line endings and
-    dot-stuffs the whole message in one regular-expression call each, in the event loop (other
-    clients wait), and buffers a whole copy in the transport. Here each 1 MiB chunk (cut after
-    a line end, so both expressions give what they give on the whole) is done in turn, the
-    loop runs in between, and the chunk is written when the transport has room. Messages up
-    to DATA_CHUNK go through aiosmtplib unchanged."""
-    from aiosmtplib.errors import SMTPDataError
-    from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
-
-    protocol = smtp.protocol
-    if protocol is None:
-        return
-    original = protocol.execute_data_command
-
-    async def execute_data_command(message: bytes, timeout: float | None = None
-                                   ) -> aiosmtplib.SMTPResponse:
-        if len(message) <= DATA_CHUNK:
-            return await original(message, timeout=timeout)
-        if protocol._command_lock is None:
-            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-        async with protocol._command_lock:
-            protocol._response_pending = True
-            protocol.write(b"DATA\r\n")
-            start = await protocol.read_response(timeout=timeout)
-            if start.code != 354:
-                raise SMTPDataError(start.code, start.message)
-            protocol._response_pending = True
-            pos, n = 0, len(message)
-            while pos < n:
-                end = message.rfind(b"\n", pos, pos + DATA_CHUNK) + 1 if pos + DATA_CHUNK < n \
-                    else n
-                if end <= pos:  # no line end in the window (cannot be sent anyway)
-                    end = min(n, pos + DATA_CHUNK)
-                chunk = LINE_ENDINGS_REGEX.sub(b"\r\n", message[pos:end])
-                if end == n and not chunk.endswith(b"\r\n"):
-                    chunk += b"\r\n"
-                protocol.write(PERIOD_REGEX.sub(b"..", chunk))
-                del chunk
-                pos = end
-                await protocol._drain_helper()  # waits only while the transport is full
-                await asyncio.sleep(0)
-            protocol.write(b".\r\n")
-            response = await protocol.read_response(timeout=timeout)
-            if response.code != 250:
-                raise SMTPDataError(response.code, response.message)
-            return response
-
-    protocol.execute_data_command = execute_data_command  # type: ignore[method-assign]
+DATA_CHUNK = smtpclient.DATA_CHUNK  # a message bigger than this goes upstream a chunk at a time
 
 
 # --- the database, off the event loop -------------------------------------------------------
