@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,6 +68,8 @@ STOP_REPLY_WINDOW = 20.0  # after SIGTERM, every open DATA is answered within th
 IDLE_RECONNECT = 20.0  # an upstream connection idle longer than this is replaced
 DOWN_HOLD = 0.5  # after a failed connect, sends fail fast for this long (no hammering)
 PREPARE_INLINE = 64 * 1024  # copies of messages bigger than this are made in a thread
+RENDER_BATCH = 16  # copies per request to a worker process (fewer for big messages)
+RENDER_BATCH_BYTES = 2 << 20  # ... so that a batch is at most about this many bytes
 
 
 @dataclass(frozen=True)
@@ -619,6 +622,9 @@ class Deliverer:
         results: dict[str, Outcome] = {}
         why: list[str] = []
         big = len(txn.data) > PREPARE_INLINE
+        feed = (_Feed(self.analyser, prepared, queue, self.cfg.analysis_timeout, big, txn.qid)
+                if self.analyser is not None and not isinstance(prepared, _Untouched)
+                and todo else None)
 
         def halt() -> str | None:
             if self.stopping:
@@ -627,9 +633,17 @@ class Deliverer:
                 return "451 4.4.5 fan-out time budget used up; the rest follows on retry"
             return why[0] if why else None
 
+        def give_up(reason: str) -> None:
+            left = list(queue)
+            queue.clear()
+            if feed is not None:
+                left += feed.stop()
+            for r in left:
+                results[r] = Outcome(TEMPFAIL, reason)
+
         async def record(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
             # submitted to the store thread the moment the reply was read (group commit with
-            # the other workers); the worker renders its next copy meanwhile, and waits for
+            # the other workers); the worker takes its next copy meanwhile, and waits for
             # this record before sending that copy
             try:
                 await committed
@@ -642,25 +656,33 @@ class Deliverer:
 
         async def worker() -> None:
             pending: asyncio.Task[None] | None = None
-            while queue:
+            while True:
                 reason = halt()
                 if reason is not None:
-                    while queue:
-                        results[queue.popleft()] = Outcome(TEMPFAIL, reason)
+                    give_up(reason)
                     return
-                rcpt = queue.popleft()
-                if big:
-                    data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
+                if feed is not None:  # made ahead in the worker processes
+                    item = await feed.get()
+                    if item is None:
+                        return
+                    rcpt, data = item
+                elif not queue:
+                    return
                 else:
-                    data = prepared.copy_for(rcpt)
+                    rcpt = queue.popleft()
+                    if big:
+                        data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
+                    else:
+                        data = prepared.copy_for(rcpt)
                 if pending is not None:
                     # the previous copy is durable before this one goes out: a kill can
                     # leave at most one accepted-but-unrecorded copy per connection
                     await pending
                     reason = halt()
                     if reason is not None:
-                        queue.appendleft(rcpt)
-                        continue
+                        results[rcpt] = Outcome(TEMPFAIL, reason)
+                        give_up(reason)
+                        return
                 out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
                 results[rcpt] = out
                 self.metrics.copy(out.state)
@@ -670,8 +692,13 @@ class Deliverer:
 
         records: list[asyncio.Task[None]] = []
         n = min(self.pool.size, len(todo))
-        if n:
-            await asyncio.gather(*(worker() for _ in range(n)))
+        try:
+            if n:
+                await asyncio.gather(*(worker() for _ in range(n)))
+        finally:
+            if feed is not None:
+                for r in await feed.close():  # batches that came back after a stop
+                    results[r] = Outcome(TEMPFAIL, halt() or "451 4.4.0 not attempted")
         if records:
             await asyncio.gather(*records)
         return results
@@ -729,6 +756,102 @@ class Deliverer:
             return f"250 2.0.0 {txn.qid} accepted; {len(perm)} recipient(s) refused, " \
                    "see the delivery status notification"
         return f"250 2.0.0 {txn.qid} accepted"
+
+
+class _Feed:
+    """The copies of one fan-out, made ahead in the analysis worker processes
+    (analysis.Analyser.render), a batch at a time, by as many requests at once as there are
+    workers, so that rendering runs on the other core and never holds the event loop. A batch
+    a worker fails to make is made here instead (in a thread for a big message). At most
+    `ahead` copies wait to be sent (memory: O(message), not O(recipients x message))."""
+
+    def __init__(self, analyser: analysis.Analyser, prepared: fingerprint.Prepared,
+                 queue: deque[str], limit: float, big: bool, qid: str) -> None:
+        self.analyser, self.prepared, self.queue = analyser, prepared, queue
+        self.limit, self.big, self.qid = limit, big, qid
+        self.token = secrets.token_hex(8)
+        self.batch = max(1, min(RENDER_BATCH, RENDER_BATCH_BYTES // max(1, len(prepared.raw))))
+        self.ahead = 2 * self.batch * analyser.size
+        self.ready: deque[tuple[str, bytes]] = deque()
+        self.busy = 0  # recipients in batches being made
+        self.left: list[str] = []  # recipients of batches made after stop()
+        self.stopped = False
+        self.failed = False
+        self._more = asyncio.Event()  # a batch is ready, or nothing more will come
+        self._room = asyncio.Event()  # copies were taken from `ready`
+        loop = asyncio.get_running_loop()
+        self._makers = [loop.create_task(self._make()) for _ in range(analyser.size)]
+
+    async def _make(self) -> None:
+        try:
+            while self.queue and not self.stopped:
+                if len(self.ready) >= self.ahead:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+                self.busy += len(batch)
+                try:
+                    copies = await self._render(batch)
+                except BaseException:
+                    self.left += batch
+                    raise
+                finally:
+                    self.busy -= len(batch)
+                if self.stopped:
+                    self.left += batch
+                else:
+                    self.ready.extend(zip(batch, copies, strict=True))
+                self._more.set()
+        finally:
+            self._more.set()
+
+    async def _render(self, batch: list[str]) -> list[bytes]:
+        if not self.failed:
+            try:
+                return await self.analyser.render(self.token, self.prepared, batch, self.limit)
+            except Exception as e:  # AnalysisFailed, RuntimeError (an error in the worker)
+                self.failed = True  # the rest of this fan-out is made here
+                log.warning("%s copies made in the relay process: %s", self.qid, e)
+        if self.big:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None, lambda: [self.prepared.copy_for(r) for r in batch])
+        return [self.prepared.copy_for(r) for r in batch]
+
+    async def get(self) -> tuple[str, bytes] | None:
+        """The next (recipient, copy); None when there is none left (or after stop())."""
+        while not self.stopped:
+            if self.ready:
+                self._room.set()
+                return self.ready.popleft()
+            if not self.queue and not self.busy:
+                return None
+            if all(m.done() for m in self._makers):  # a maker failed: close() says who is left
+                return None
+            self._more.clear()
+            await self._more.wait()
+        return None
+
+    def stop(self) -> list[str]:
+        """Make nothing more; the recipients of the copies not handed out (those still being
+        made come from close())."""
+        self.stopped = True
+        left = [r for r, _ in self.ready] + list(self.queue)
+        self.ready.clear()
+        self.queue.clear()
+        self._more.set()
+        self._room.set()
+        return left
+
+    async def close(self) -> list[str]:
+        """Wait for the batches being made; the recipients whose copies were not handed out."""
+        left = self.stop()
+        for e in await asyncio.gather(*self._makers, return_exceptions=True):
+            if isinstance(e, Exception):
+                log.error("%s making copies failed: %s: %s", self.qid, type(e).__name__, e)
+        left, self.left = left + self.left, []
+        return left
 
 
 class _Untouched:
