@@ -15,7 +15,8 @@ message the Prepared pickle is about 190 KB, and the analysis takes 40 ms in a w
 
 The same workers make the copies of a fan-out (`Analyser.render`): the parent sends a batch of
 recipients and, the first time a worker sees the message, the Prepared object with its `raw`;
-the worker keeps the last KEEP_LOADED messages and answers with the copies' bytes. Rendering
+the worker keeps the last KEEP_LOADED messages and answers with the copies' bytes, ready
+for the wire (CRLF line ends and dot-stuffing checked and done there). Rendering
 thus runs on the other core and never holds the relay's event loop; the parent only receives
 bytes (relay.delivery falls back to rendering itself if a worker fails).
 """
@@ -31,6 +32,8 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .smtpclient import wire_body
 
 if TYPE_CHECKING:
     from .fingerprint import Prepared
@@ -114,8 +117,8 @@ def _render(job: RenderJob, loaded: dict[str, Prepared]) -> tuple[str, Any, int]
     loaded[job.token] = p
     while len(loaded) > KEEP_LOADED:
         del loaded[next(iter(loaded))]
-    try:
-        return ("ok", [p.copy_for(r) for r in job.rcpts], _rss_kib())
+    try:  # ready for the wire (CRLF, dot-stuffed): that work is done here too
+        return ("ok", [wire_body(p.copy_for(r)) for r in job.rcpts], _rss_kib())
     except Exception as e:
         return ("error", f"{type(e).__name__}: {e}", _rss_kib())
 
@@ -228,9 +231,10 @@ class Analyser:
 
     async def render(self, token: str, prepared: Prepared, rcpts: list[str], limit: float
                      ) -> list[bytes]:
-        """The copies of `prepared` for `rcpts`, made by an idle worker (which is sent the
-        message the first time it renders `token`). Raises AnalysisFailed when the worker took
-        longer than `limit` seconds or died, RuntimeError for an error inside the rendering."""
+        """The copies of `prepared` for `rcpts` as they go after DATA (smtpclient.wire_body),
+        made by an idle worker (which is sent the message the first time it renders `token`).
+        Raises AnalysisFailed when the worker took longer than `limit` seconds or died,
+        RuntimeError for an error inside the rendering."""
         assert self._idle is not None, "start() first"
         loop = asyncio.get_running_loop()
         w = await self._idle.get()

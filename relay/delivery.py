@@ -144,13 +144,14 @@ class UpstreamPool:
         return self.host
 
     async def send(self, sender: str, rcpts: Sequence[str], data: bytes,
-                   mail_options: Sequence[str] = ()) -> dict[str, Outcome]:
+                   mail_options: Sequence[str] = (), stuffed: bool = False
+                   ) -> dict[str, Outcome]:
         """One upstream transaction; the outcome for every recipient. Never raises (but for
-        cancellation)."""
+        cancellation). `stuffed`: data is smtpclient.wire_body() of the message already."""
         slot = await self._slots.get()
         ok = False
         try:
-            result = await self._send(slot, sender, rcpts, data, mail_options)
+            result = await self._send(slot, sender, rcpts, data, mail_options, stuffed)
             ok = True
             return result
         finally:
@@ -195,14 +196,14 @@ class UpstreamPool:
         return Outcome(TEMPFAIL, reason)
 
     async def _send(self, slot: _Slot, sender: str, rcpts: Sequence[str], data: bytes,
-                    mail_options: Sequence[str]) -> dict[str, Outcome]:
+                    mail_options: Sequence[str], stuffed: bool = False) -> dict[str, Outcome]:
         trouble = await self._connect(slot)
         if trouble is not None:
             return self._all(rcpts, trouble)
         smtp = slot.smtp
         assert smtp is not None
         try:
-            t = await smtp.send(wire_sender(sender), rcpts, data, mail_options)
+            t = await smtp.send(wire_sender(sender), rcpts, data, mail_options, stuffed)
         except smtpclient.NotSupported as e:
             return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.6.7 upstream: {e}")))
         except ValueError as e:  # an address that cannot go on a command line
@@ -661,11 +662,12 @@ class Deliverer:
                 if reason is not None:
                     give_up(reason)
                     return
+                stuffed = False
                 if feed is not None:  # made ahead in the worker processes
                     item = await feed.get()
                     if item is None:
                         return
-                    rcpt, data = item
+                    rcpt, data, stuffed = item
                 elif not queue:
                     return
                 else:
@@ -683,7 +685,8 @@ class Deliverer:
                         results[rcpt] = Outcome(TEMPFAIL, reason)
                         give_up(reason)
                         return
-                out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
+                out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options,
+                                            stuffed))[rcpt]
                 results[rcpt] = out
                 self.metrics.copy(out.state)
                 pending = loop.create_task(
@@ -772,7 +775,7 @@ class _Feed:
         self.token = secrets.token_hex(8)
         self.batch = max(1, min(RENDER_BATCH, RENDER_BATCH_BYTES // max(1, len(prepared.raw))))
         self.ahead = 2 * self.batch * analyser.size
-        self.ready: deque[tuple[str, bytes]] = deque()
+        self.ready: deque[tuple[str, bytes, bool]] = deque()  # (rcpt, copy, wire-ready)
         self.busy = 0  # recipients in batches being made
         self.left: list[str] = []  # recipients of batches made after stop()
         self.stopped = False
@@ -792,7 +795,7 @@ class _Feed:
                 batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
                 self.busy += len(batch)
                 try:
-                    copies = await self._render(batch)
+                    copies, stuffed = await self._render(batch)
                 except BaseException:
                     self.left += batch
                     raise
@@ -801,26 +804,29 @@ class _Feed:
                 if self.stopped:
                     self.left += batch
                 else:
-                    self.ready.extend(zip(batch, copies, strict=True))
+                    self.ready.extend((r, c, stuffed) for r, c in zip(batch, copies, strict=True))
                 self._more.set()
         finally:
             self._more.set()
 
-    async def _render(self, batch: list[str]) -> list[bytes]:
+    async def _render(self, batch: list[str]) -> tuple[list[bytes], bool]:
+        """The copies, and whether they are wire_body()s already."""
         if not self.failed:
             try:
-                return await self.analyser.render(self.token, self.prepared, batch, self.limit)
+                return (await self.analyser.render(self.token, self.prepared, batch, self.limit),
+                        True)
             except Exception as e:  # AnalysisFailed, RuntimeError (an error in the worker)
                 self.failed = True  # the rest of this fan-out is made here
                 log.warning("%s copies made in the relay process: %s", self.qid, e)
         if self.big:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                None, lambda: [self.prepared.copy_for(r) for r in batch])
-        return [self.prepared.copy_for(r) for r in batch]
+                None, lambda: [self.prepared.copy_for(r) for r in batch]), False
+        return [self.prepared.copy_for(r) for r in batch], False
 
-    async def get(self) -> tuple[str, bytes] | None:
-        """The next (recipient, copy); None when there is none left (or after stop())."""
+    async def get(self) -> tuple[str, bytes, bool] | None:
+        """The next (recipient, copy, wire-ready); None when there is none left (or after
+        stop())."""
         while not self.stopped:
             if self.ready:
                 self._room.set()
@@ -837,7 +843,7 @@ class _Feed:
         """Make nothing more; the recipients of the copies not handed out (those still being
         made come from close())."""
         self.stopped = True
-        left = [r for r, _ in self.ready] + list(self.queue)
+        left = [r for r, *_ in self.ready] + list(self.queue)
         self.ready.clear()
         self.queue.clear()
         self._more.set()

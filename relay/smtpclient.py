@@ -240,8 +240,9 @@ class Connection:
         return await self._p.reply(self.timeout)
 
     async def send(self, sender: str, rcpts: Sequence[str], data: bytes,
-                   mail_options: Sequence[str] = ()) -> Transaction:
-        """One transaction. ValueError for an address that cannot go on a command line (nothing
+                   mail_options: Sequence[str] = (), stuffed: bool = False) -> Transaction:
+        """One transaction. `stuffed`: data is wire_body() of the message already (made in a
+        worker process). ValueError for an address that cannot go on a command line (nothing
         sent), NotSupported for SMTPUTF8 the upstream lacks, Trouble for the connection."""
         utf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
         if utf8 and not self.supports("smtputf8"):
@@ -252,7 +253,10 @@ class Connection:
             mail_from = check_address(sender).encode(enc)
         except UnicodeEncodeError as e:
             raise ValueError(f"address not in {enc}: {e}") from None
-        body = wire_body(data) if len(data) <= DATA_CHUNK else None
+        if stuffed:
+            body: bytes | None = data
+        else:
+            body = wire_body(data) if len(data) <= DATA_CHUNK else None
         options = list(mail_options)
         if self.supports("size"):
             options.insert(0, f"SIZE={len(body) if body is not None else len(data)}")
@@ -283,7 +287,12 @@ class Connection:
                 await p.reply(timeout)
                 t.data = Reply(554, "5.5.1 no valid recipients")
             else:
-                if body is not None:
+                if body is not None and len(body) > DATA_CHUNK:
+                    for i in range(0, len(body), DATA_CHUNK):  # the event loop runs between
+                        p.write(body[i:i + DATA_CHUNK])
+                        await p.drain()
+                        await asyncio.sleep(0)
+                elif body is not None:
                     p.write(body)
                 else:
                     await self._write_chunked(data)
