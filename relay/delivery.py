@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -642,21 +643,22 @@ class Deliverer:
             for r in left:
                 results[r] = Outcome(TEMPFAIL, reason)
 
-        async def record(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
-            # submitted to the store thread the moment the reply was read (group commit with
-            # the other workers); the worker takes its next copy meanwhile, and waits for
-            # this record before sending that copy
-            try:
-                await committed
-            except StoreError as e:
-                if not why:
-                    log.error("%s store trouble: %s", txn.qid, e)
-                    why.append("451 4.3.0 local database trouble; the rest follows on retry")
-                if out.final:  # a temporary outcome needs no memory: the retry resends
-                    self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
+        def recorded(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
+            # the copy's record was submitted to the store thread the moment the reply was
+            # read (group commit with the other workers); the worker takes its next copy
+            # meanwhile, and waits for this record before sending that copy. This callback
+            # runs before that worker resumes.
+            e = None if committed.cancelled() else committed.exception()
+            if e is None and not committed.cancelled():
+                return
+            if not why:
+                log.error("%s store trouble: %s", txn.qid, e or "commit cancelled")
+                why.append("451 4.3.0 local database trouble; the rest follows on retry")
+            if out.final:  # a temporary outcome needs no memory: the retry resends
+                self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
 
         async def worker() -> None:
-            pending: asyncio.Task[None] | None = None
+            pending: asyncio.Future[None] | None = None
             while True:
                 reason = halt()
                 if reason is not None:
@@ -679,7 +681,7 @@ class Deliverer:
                 if pending is not None:
                     # the previous copy is durable before this one goes out: a kill can
                     # leave at most one accepted-but-unrecorded copy per connection
-                    await pending
+                    await asyncio.wait([pending])  # its failure is handled by recorded()
                     reason = halt()
                     if reason is not None:
                         results[rcpt] = Outcome(TEMPFAIL, reason)
@@ -689,11 +691,11 @@ class Deliverer:
                                             stuffed))[rcpt]
                 results[rcpt] = out
                 self.metrics.copy(out.state)
-                pending = loop.create_task(
-                    record(rcpt, out, self.store.submit_copy(identity, rcpt, out)))
+                pending = self.store.submit_copy(identity, rcpt, out)
+                pending.add_done_callback(functools.partial(recorded, rcpt, out))
                 records.append(pending)
 
-        records: list[asyncio.Task[None]] = []
+        records: list[asyncio.Future[None]] = []
         n = min(self.pool.size, len(todo))
         try:
             if n:
@@ -703,7 +705,7 @@ class Deliverer:
                 for r in await feed.close():  # batches that came back after a stop
                     results[r] = Outcome(TEMPFAIL, halt() or "451 4.4.0 not attempted")
         if records:
-            await asyncio.gather(*records)
+            await asyncio.gather(*records, return_exceptions=True)  # see recorded()
         return results
 
     # the reply -------------------------------------------------------------------------------
