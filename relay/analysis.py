@@ -9,9 +9,16 @@ is killed and replaced, and the caller hears `None` (the message is then deliver
 a worker whose memory grew past RECYCLE_KIB after a message is replaced too.
 
 What crosses the boundary: the message bytes and the signing parameters one way; the Prepared
-object the other way, without its `raw` (the parent has those bytes), so a copy is rendered in
-the parent exactly as before. For the 35 KB benchmark message the Prepared pickle is about
-190 KB, and the analysis takes 40 ms in a worker against 30 ms in a thread (bench/hostile.py).
+object the other way, without its `raw` (the parent has those bytes). For the 35 KB benchmark
+message the Prepared pickle is about 190 KB, and the analysis takes 40 ms in a worker against
+30 ms in a thread (bench/hostile.py).
+
+The same workers make the copies of a fan-out (`Analyser.render`): the parent sends a batch of
+recipients and, the first time a worker sees the message, the Prepared object with its `raw`;
+the worker keeps the last KEEP_LOADED messages and answers with the copies' bytes, ready
+for the wire (CRLF line ends and dot-stuffing checked and done there). Rendering
+thus runs on the other core and never holds the relay's event loop; the parent only receives
+bytes (relay.delivery falls back to rendering itself if a worker fails).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .smtpclient import wire_body
+
 if TYPE_CHECKING:
     from .fingerprint import Prepared
 
@@ -34,6 +43,7 @@ log = logging.getLogger("relay")
 WORKERS = 2  # analyses at a time (2 cores: one hostile message cannot hold up the next)
 STARTUP_LIMIT = 60.0  # seconds for a new worker to import what it needs
 RECYCLE_KIB = 200 * 1024  # a worker whose resident memory passed this after a job is replaced
+KEEP_LOADED = 2  # messages a worker keeps for rendering copies
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,13 @@ class Job:
     cut: int
     rules: int
     max_text: int | None
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    token: str  # names one fan-out's message in the worker
+    prepared: Prepared | None  # with its raw; None when the worker should have it already
+    rcpts: list[str]
 
 
 class AnalysisFailed(Exception):
@@ -72,11 +89,15 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the relay, which stops us
     logging.getLogger("relay").setLevel(logging.WARNING)  # the parent logs what matters
     conn.send(("ready", None, _rss_kib()))
+    loaded: dict[str, Prepared] = {}  # token -> message, least recently used first
     while True:
         try:
-            job: Job = conn.recv()
+            job: Job | RenderJob = conn.recv()
         except (EOFError, OSError):
             return
+        if isinstance(job, RenderJob):
+            conn.send(_render(job, loaded))
+            continue
         try:
             p = fingerprint.prepare(job.raw, job.sender, job.key_id, job.key, job.word_rate,
                                     job.block, job.cut, rules=job.rules, max_text=job.max_text)
@@ -88,6 +109,20 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
         conn.send(result)
 
 
+def _render(job: RenderJob, loaded: dict[str, Prepared]) -> tuple[str, Any, int]:
+    p = job.prepared if job.prepared is not None else loaded.pop(job.token, None)
+    if p is None:
+        return ("missing", None, _rss_kib())
+    loaded.pop(job.token, None)
+    loaded[job.token] = p
+    while len(loaded) > KEEP_LOADED:
+        del loaded[next(iter(loaded))]
+    try:  # ready for the wire (CRLF, dot-stuffed): that work is done here too
+        return ("ok", [wire_body(p.copy_for(r)) for r in job.rcpts], _rss_kib())
+    except Exception as e:
+        return ("error", f"{type(e).__name__}: {e}", _rss_kib())
+
+
 class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.conn, child = ctx.Pipe()
@@ -96,8 +131,9 @@ class _Worker:
         self.proc.start()
         child.close()
         self.ready = False
+        self.loaded: set[str] = set()  # render tokens this worker was sent
 
-    def call(self, job: Job, limit: float) -> tuple[str, Any, int]:
+    def call(self, job: Job | RenderJob, limit: float) -> tuple[str, Any, int]:
         """Blocking: send the job and wait up to `limit` seconds for the answer (a new worker's
         start-up, about 0.3 s of imports, does not count)."""
         self.wait_ready()
@@ -191,6 +227,42 @@ class Analyser:
         if status != "ok":
             raise RuntimeError(value)
         value.raw = job.raw
+        return value
+
+    async def render(self, token: str, prepared: Prepared, rcpts: list[str], limit: float
+                     ) -> list[bytes]:
+        """The copies of `prepared` for `rcpts` as they go after DATA (smtpclient.wire_body),
+        made by an idle worker (which is sent the message the first time it renders `token`).
+        Raises AnalysisFailed when the worker took longer than `limit` seconds or died,
+        RuntimeError for an error inside the rendering."""
+        assert self._idle is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        w = await self._idle.get()
+        try:
+            job = RenderJob(token, None if token in w.loaded else prepared, rcpts)
+            status, value, rss = await loop.run_in_executor(self._threads, w.call, job, limit)
+            if status == "missing":  # the worker let go of it (or was never sent it)
+                job = RenderJob(token, prepared, rcpts)
+                status, value, rss = await loop.run_in_executor(self._threads, w.call, job,
+                                                                limit)
+            if len(w.loaded) > 64:  # forget old fan-outs (a "missing" answer recovers anyway)
+                w.loaded.clear()
+            w.loaded.add(token)
+        except TimeoutError:
+            self._replace(w)
+            raise AnalysisFailed(f"rendering took longer than {limit:g} s") from None
+        except (EOFError, OSError) as e:
+            self._replace(w)
+            raise AnalysisFailed(f"analysis worker died ({type(e).__name__})") from None
+        except BaseException:  # cancelled while the worker runs: its answer would be stale
+            self._replace(w)
+            raise
+        if rss > RECYCLE_KIB:
+            self._replace(w)
+        else:
+            self._idle.put_nowait(w)
+        if status != "ok":
+            raise RuntimeError(value)
         return value
 
     def close(self) -> None:

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,9 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosmtplib
-
-from . import analysis, dsn
+from . import analysis, dsn, smtpclient
 from .carriers import RULES
 from .codes import BLOCK, CUT, message_identity
 from .config import Config
@@ -69,6 +69,8 @@ STOP_REPLY_WINDOW = 20.0  # after SIGTERM, every open DATA is answered within th
 IDLE_RECONNECT = 20.0  # an upstream connection idle longer than this is replaced
 DOWN_HOLD = 0.5  # after a failed connect, sends fail fast for this long (no hammering)
 PREPARE_INLINE = 64 * 1024  # copies of messages bigger than this are made in a thread
+RENDER_BATCH = 16  # copies per request to a worker process (fewer for big messages)
+RENDER_BATCH_BYTES = 2 << 20  # ... so that a batch is at most about this many bytes
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,14 @@ def wire_sender(sender: str) -> str:
 
 @dataclass
 class _Slot:
-    smtp: aiosmtplib.SMTP | None = None
+    smtp: smtpclient.Connection | None = None
     last_used: float = 0.0
 
 
 class UpstreamPool:
-    """`size` reused SMTP connections to the upstream; a connection is opened when first
-    needed and replaced after any trouble or when it has been idle for a while."""
+    """`size` reused SMTP connections to the upstream (relay.smtpclient: PIPELINING when
+    offered); a connection is opened when first needed and replaced after any trouble or when
+    it has been idle for a while."""
 
     def __init__(self, host: str, port: int, size: int, timeout: float,
                  local_hostname: str) -> None:
@@ -142,13 +145,14 @@ class UpstreamPool:
         return self.host
 
     async def send(self, sender: str, rcpts: Sequence[str], data: bytes,
-                   mail_options: Sequence[str] = ()) -> dict[str, Outcome]:
+                   mail_options: Sequence[str] = (), stuffed: bool = False
+                   ) -> dict[str, Outcome]:
         """One upstream transaction; the outcome for every recipient. Never raises (but for
-        cancellation)."""
+        cancellation). `stuffed`: data is smtpclient.wire_body() of the message already."""
         slot = await self._slots.get()
         ok = False
         try:
-            result = await self._send(slot, sender, rcpts, data, mail_options)
+            result = await self._send(slot, sender, rcpts, data, mail_options, stuffed)
             ok = True
             return result
         finally:
@@ -178,62 +182,63 @@ class UpstreamPool:
             return None
         if now < self._down_until:
             return Outcome(TEMPFAIL, self._down_reason)
-        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
-                               local_hostname=self.local_hostname, use_tls=False,
-                               start_tls=False)
         try:
-            await smtp.connect()
-        except aiosmtplib.SMTPResponseException as e:
-            smtp.close()
-            reason = _line(f"451 4.4.1 upstream refused the connection: {e.code} {e.message}")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-            smtp.close()
+            slot.smtp = await smtpclient.Connection.open(self.host, self.port, self.timeout,
+                                                         self.local_hostname)
+            return None
+        except smtpclient.Refused as e:
+            reason = _line(f"451 4.4.1 upstream refused the connection: {e}")
+        except (smtpclient.Trouble, OSError, TimeoutError) as e:
             reason = _line(f"451 4.4.1 upstream {self.host}:{self.port} unreachable: "
                            f"{e.__class__.__name__} {e}")
-        else:
-            _chunked_data(smtp)
-            slot.smtp = smtp
-            return None
         # fail the next attempts fast instead of waiting for a connect timeout each time
         self._down_until = time.monotonic() + DOWN_HOLD
         self._down_reason = reason
         return Outcome(TEMPFAIL, reason)
 
     async def _send(self, slot: _Slot, sender: str, rcpts: Sequence[str], data: bytes,
-                    mail_options: Sequence[str]) -> dict[str, Outcome]:
+                    mail_options: Sequence[str], stuffed: bool = False) -> dict[str, Outcome]:
         trouble = await self._connect(slot)
         if trouble is not None:
             return self._all(rcpts, trouble)
         smtp = slot.smtp
         assert smtp is not None
         try:
-            errors, _ = await smtp.sendmail(wire_sender(sender), list(rcpts), data,
-                                            mail_options=list(mail_options))
-        except aiosmtplib.SMTPRecipientsRefused as e:
-            out = {r.recipient: _outcome(r.code, r.message) for r in e.recipients}
-            if any(r.code == 421 for r in e.recipients):
-                self._drop(slot)
-            return {r: out.get(r, Outcome(TEMPFAIL, "451 4.4.0 no reply for recipient"))
-                    for r in rcpts}
-        except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as e:
-            if e.code == 421 or not smtp.is_connected:
-                self._drop(slot)
-            return self._all(rcpts, _outcome(e.code, e.message))
-        except aiosmtplib.SMTPResponseException as e:  # EHLO refused, 421 ...
-            self._drop(slot)
-            code = e.code if 400 <= e.code < 500 else 451
-            return self._all(rcpts, Outcome(TEMPFAIL, _line(f"{code} upstream: {e.message}")))
-        except aiosmtplib.SMTPNotSupported as e:
+            t = await smtp.send(wire_sender(sender), rcpts, data, mail_options, stuffed)
+        except smtpclient.NotSupported as e:
             return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.6.7 upstream: {e}")))
-        except ValueError as e:  # an address the client library will not send
+        except ValueError as e:  # an address that cannot go on a command line
             return self._all(rcpts, Outcome(PERMFAIL, _line(f"553 5.1.3 {e}")))
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        except (smtpclient.Trouble, OSError, TimeoutError) as e:
             self._drop(slot)
             return self._all(rcpts, Outcome(
                 TEMPFAIL, _line(f"451 4.4.2 upstream connection trouble: "
                                 f"{e.__class__.__name__} {e}")))
-        return {r: _outcome(errors[r].code, errors[r].message) if r in errors
-                else Outcome(ACCEPTED, "250 accepted") for r in rcpts}
+        return self._outcomes(slot, rcpts, t)
+
+    def _outcomes(self, slot: _Slot, rcpts: Sequence[str], t: smtpclient.Transaction
+                  ) -> dict[str, Outcome]:
+        """Each recipient's outcome from the upstream's replies: MAIL refused: that for all;
+        RCPT refused: that; DATA refused: that for the recipients RCPT took."""
+        smtp = slot.smtp
+        replies = [t.mail, *t.rcpts] + ([t.data] if t.data is not None else [])
+        if any(r.code == 421 for r in replies) or smtp is None or not smtp.is_connected:
+            self._drop(slot)
+        if not t.mail.ok:
+            return self._all(rcpts, _outcome(t.mail.code, t.mail.text))
+        out: dict[str, Outcome] = {}
+        data = t.data if t.data is not None else smtpclient.Reply(451, "4.4.0 no DATA reply")
+        for i, r in enumerate(rcpts):
+            rr = t.rcpts[i] if i < len(t.rcpts) else None
+            if rr is None:
+                out[r] = Outcome(TEMPFAIL, "451 4.4.0 no reply for recipient")
+            elif not rr.ok:
+                out[r] = _outcome(rr.code, rr.text)
+            elif data.ok:
+                out[r] = Outcome(ACCEPTED, "250 accepted")
+            else:
+                out[r] = _outcome(data.code, data.text)
+        return out
 
     async def close(self) -> None:
         while not self._slots.empty():
@@ -244,58 +249,7 @@ class UpstreamPool:
             self._drop(slot)
 
 
-DATA_CHUNK = 1 << 20  # a message bigger than this goes upstream a chunk at a time
-
-
-def _chunked_data(smtp: aiosmtplib.SMTP) -> None:
-    """Make this connection send big messages in chunks. aiosmtplib normalises line endings and
-    dot-stuffs the whole message in one regular-expression call each, in the event loop (other
-    clients wait), and buffers a whole copy in the transport. Here each 1 MiB chunk (cut after
-    a line end, so both expressions give what they give on the whole) is done in turn, the
-    loop runs in between, and the chunk is written when the transport has room. Messages up
-    to DATA_CHUNK go through aiosmtplib unchanged."""
-    from aiosmtplib.errors import SMTPDataError
-    from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
-
-    protocol = smtp.protocol
-    if protocol is None:
-        return
-    original = protocol.execute_data_command
-
-    async def execute_data_command(message: bytes, timeout: float | None = None
-                                   ) -> aiosmtplib.SMTPResponse:
-        if len(message) <= DATA_CHUNK:
-            return await original(message, timeout=timeout)
-        if protocol._command_lock is None:
-            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-        async with protocol._command_lock:
-            protocol._response_pending = True
-            protocol.write(b"DATA\r\n")
-            start = await protocol.read_response(timeout=timeout)
-            if start.code != 354:
-                raise SMTPDataError(start.code, start.message)
-            protocol._response_pending = True
-            pos, n = 0, len(message)
-            while pos < n:
-                end = message.rfind(b"\n", pos, pos + DATA_CHUNK) + 1 if pos + DATA_CHUNK < n \
-                    else n
-                if end <= pos:  # no line end in the window (cannot be sent anyway)
-                    end = min(n, pos + DATA_CHUNK)
-                chunk = LINE_ENDINGS_REGEX.sub(b"\r\n", message[pos:end])
-                if end == n and not chunk.endswith(b"\r\n"):
-                    chunk += b"\r\n"
-                protocol.write(PERIOD_REGEX.sub(b"..", chunk))
-                del chunk
-                pos = end
-                await protocol._drain_helper()  # waits only while the transport is full
-                await asyncio.sleep(0)
-            protocol.write(b".\r\n")
-            response = await protocol.read_response(timeout=timeout)
-            if response.code != 250:
-                raise SMTPDataError(response.code, response.message)
-            return response
-
-    protocol.execute_data_command = execute_data_command  # type: ignore[method-assign]
+DATA_CHUNK = smtpclient.DATA_CHUNK  # a message bigger than this goes upstream a chunk at a time
 
 
 # --- the database, off the event loop -------------------------------------------------------
@@ -670,6 +624,9 @@ class Deliverer:
         results: dict[str, Outcome] = {}
         why: list[str] = []
         big = len(txn.data) > PREPARE_INLINE
+        feed = (_Feed(self.analyser, prepared, queue, self.cfg.analysis_timeout, big, txn.qid)
+                if self.analyser is not None and not isinstance(prepared, _Untouched)
+                and todo else None)
 
         def halt() -> str | None:
             if self.stopping:
@@ -678,53 +635,77 @@ class Deliverer:
                 return "451 4.4.5 fan-out time budget used up; the rest follows on retry"
             return why[0] if why else None
 
-        async def record(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
-            # submitted to the store thread the moment the reply was read (group commit with
-            # the other workers); the worker renders its next copy meanwhile, and waits for
-            # this record before sending that copy
-            try:
-                await committed
-            except StoreError as e:
-                if not why:
-                    log.error("%s store trouble: %s", txn.qid, e)
-                    why.append("451 4.3.0 local database trouble; the rest follows on retry")
-                if out.final:  # a temporary outcome needs no memory: the retry resends
-                    self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
+        def give_up(reason: str) -> None:
+            left = list(queue)
+            queue.clear()
+            if feed is not None:
+                left += feed.stop()
+            for r in left:
+                results[r] = Outcome(TEMPFAIL, reason)
+
+        def recorded(rcpt: str, out: Outcome, committed: asyncio.Future[None]) -> None:
+            # the copy's record was submitted to the store thread the moment the reply was
+            # read (group commit with the other workers); the worker takes its next copy
+            # meanwhile, and waits for this record before sending that copy. This callback
+            # runs before that worker resumes.
+            e = None if committed.cancelled() else committed.exception()
+            if e is None and not committed.cancelled():
+                return
+            if not why:
+                log.error("%s store trouble: %s", txn.qid, e or "commit cancelled")
+                why.append("451 4.3.0 local database trouble; the rest follows on retry")
+            if out.final:  # a temporary outcome needs no memory: the retry resends
+                self._unrecorded_copies.setdefault(identity, {})[rcpt.lower()] = (rcpt, out)
 
         async def worker() -> None:
-            pending: asyncio.Task[None] | None = None
-            while queue:
+            pending: asyncio.Future[None] | None = None
+            while True:
                 reason = halt()
                 if reason is not None:
-                    while queue:
-                        results[queue.popleft()] = Outcome(TEMPFAIL, reason)
+                    give_up(reason)
                     return
-                rcpt = queue.popleft()
-                if big:
-                    data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
+                stuffed = False
+                if feed is not None:  # made ahead in the worker processes
+                    item = await feed.get()
+                    if item is None:
+                        return
+                    rcpt, data, stuffed = item
+                elif not queue:
+                    return
                 else:
-                    data = prepared.copy_for(rcpt)
+                    rcpt = queue.popleft()
+                    if big:
+                        data = await loop.run_in_executor(None, prepared.copy_for, rcpt)
+                    else:
+                        data = prepared.copy_for(rcpt)
                 if pending is not None:
                     # the previous copy is durable before this one goes out: a kill can
                     # leave at most one accepted-but-unrecorded copy per connection
-                    await pending
+                    await asyncio.wait([pending])  # its failure is handled by recorded()
                     reason = halt()
                     if reason is not None:
-                        queue.appendleft(rcpt)
-                        continue
-                out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options))[rcpt]
+                        results[rcpt] = Outcome(TEMPFAIL, reason)
+                        give_up(reason)
+                        return
+                out = (await self.pool.send(txn.sender, [rcpt], data, txn.mail_options,
+                                            stuffed))[rcpt]
                 results[rcpt] = out
                 self.metrics.copy(out.state)
-                pending = loop.create_task(
-                    record(rcpt, out, self.store.submit_copy(identity, rcpt, out)))
+                pending = self.store.submit_copy(identity, rcpt, out)
+                pending.add_done_callback(functools.partial(recorded, rcpt, out))
                 records.append(pending)
 
-        records: list[asyncio.Task[None]] = []
+        records: list[asyncio.Future[None]] = []
         n = min(self.pool.size, len(todo))
-        if n:
-            await asyncio.gather(*(worker() for _ in range(n)))
+        try:
+            if n:
+                await asyncio.gather(*(worker() for _ in range(n)))
+        finally:
+            if feed is not None:
+                for r in await feed.close():  # batches that came back after a stop
+                    results[r] = Outcome(TEMPFAIL, halt() or "451 4.4.0 not attempted")
         if records:
-            await asyncio.gather(*records)
+            await asyncio.gather(*records, return_exceptions=True)  # see recorded()
         return results
 
     # the reply -------------------------------------------------------------------------------
@@ -780,6 +761,105 @@ class Deliverer:
             return f"250 2.0.0 {txn.qid} accepted; {len(perm)} recipient(s) refused, " \
                    "see the delivery status notification"
         return f"250 2.0.0 {txn.qid} accepted"
+
+
+class _Feed:
+    """The copies of one fan-out, made ahead in the analysis worker processes
+    (analysis.Analyser.render), a batch at a time, by as many requests at once as there are
+    workers, so that rendering runs on the other core and never holds the event loop. A batch
+    a worker fails to make is made here instead (in a thread for a big message). At most
+    `ahead` copies wait to be sent (memory: O(message), not O(recipients x message))."""
+
+    def __init__(self, analyser: analysis.Analyser, prepared: fingerprint.Prepared,
+                 queue: deque[str], limit: float, big: bool, qid: str) -> None:
+        self.analyser, self.prepared, self.queue = analyser, prepared, queue
+        self.limit, self.big, self.qid = limit, big, qid
+        self.token = secrets.token_hex(8)
+        self.batch = max(1, min(RENDER_BATCH, RENDER_BATCH_BYTES // max(1, len(prepared.raw))))
+        self.ahead = 2 * self.batch * analyser.size
+        self.ready: deque[tuple[str, bytes, bool]] = deque()  # (rcpt, copy, wire-ready)
+        self.busy = 0  # recipients in batches being made
+        self.left: list[str] = []  # recipients of batches made after stop()
+        self.stopped = False
+        self.failed = False
+        self._more = asyncio.Event()  # a batch is ready, or nothing more will come
+        self._room = asyncio.Event()  # copies were taken from `ready`
+        loop = asyncio.get_running_loop()
+        self._makers = [loop.create_task(self._make()) for _ in range(analyser.size)]
+
+    async def _make(self) -> None:
+        try:
+            while self.queue and not self.stopped:
+                if len(self.ready) >= self.ahead:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+                self.busy += len(batch)
+                try:
+                    copies, stuffed = await self._render(batch)
+                except BaseException:
+                    self.left += batch
+                    raise
+                finally:
+                    self.busy -= len(batch)
+                if self.stopped:
+                    self.left += batch
+                else:
+                    self.ready.extend((r, c, stuffed) for r, c in zip(batch, copies, strict=True))
+                self._more.set()
+        finally:
+            self._more.set()
+
+    async def _render(self, batch: list[str]) -> tuple[list[bytes], bool]:
+        """The copies, and whether they are wire_body()s already."""
+        if not self.failed:
+            try:
+                return (await self.analyser.render(self.token, self.prepared, batch, self.limit),
+                        True)
+            except Exception as e:  # AnalysisFailed, RuntimeError (an error in the worker)
+                self.failed = True  # the rest of this fan-out is made here
+                log.warning("%s copies made in the relay process: %s", self.qid, e)
+        if self.big:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None, lambda: [self.prepared.copy_for(r) for r in batch]), False
+        return [self.prepared.copy_for(r) for r in batch], False
+
+    async def get(self) -> tuple[str, bytes, bool] | None:
+        """The next (recipient, copy, wire-ready); None when there is none left (or after
+        stop())."""
+        while not self.stopped:
+            if self.ready:
+                self._room.set()
+                return self.ready.popleft()
+            if not self.queue and not self.busy:
+                return None
+            if all(m.done() for m in self._makers):  # a maker failed: close() says who is left
+                return None
+            self._more.clear()
+            await self._more.wait()
+        return None
+
+    def stop(self) -> list[str]:
+        """Make nothing more; the recipients of the copies not handed out (those still being
+        made come from close())."""
+        self.stopped = True
+        left = [r for r, *_ in self.ready] + list(self.queue)
+        self.ready.clear()
+        self.queue.clear()
+        self._more.set()
+        self._room.set()
+        return left
+
+    async def close(self) -> list[str]:
+        """Wait for the batches being made; the recipients whose copies were not handed out."""
+        left = self.stop()
+        for e in await asyncio.gather(*self._makers, return_exceptions=True):
+            if isinstance(e, Exception):
+                log.error("%s making copies failed: %s: %s", self.qid, type(e).__name__, e)
+        left, self.left = left + self.left, []
+        return left
 
 
 class _Untouched:

@@ -91,6 +91,7 @@ class RelaySMTP(SMTP):
         self.auth_failures = 0
         self.auth_close = False
         self._auth_data: Any = None
+        self.peer_ok: bool | None = None  # peer_allowed(), once per session (not per RCPT)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -248,9 +249,15 @@ class Handler:
     def stopping(self) -> bool:
         return self.deliverer.stopping
 
+    def _peer_ok(self, server: RelaySMTP, session: Session) -> bool:
+        ok = server.peer_ok
+        if ok is None:
+            ok = server.peer_ok = peer_allowed(session.peer, self.cfg.allow)
+        return ok
+
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        if not peer_allowed(session.peer, self.cfg.allow):
+        if not self._peer_ok(server, session):
             return "550 5.7.1 relaying denied"
         if self.stopping:
             return "421 4.3.2 shutting down, try again later"
@@ -266,7 +273,7 @@ class Handler:
 
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if not peer_allowed(session.peer, self.cfg.allow):
+        if not self._peer_ok(server, session):
             return "550 5.7.1 relaying denied"
         if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
             return "452 4.5.3 too many recipients"

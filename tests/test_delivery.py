@@ -631,3 +631,47 @@ async def test_big_message_goes_upstream_in_chunks_byte_identical(relay, sink: S
     reply = await smtp_send(relay.port, BOSS, ["someone@example.com"], data)
     assert reply.startswith("250"), reply
     assert len(sink.messages) == 1 and sink.messages[0].data == data
+
+
+async def test_copies_are_made_in_the_worker_processes(cfg: Config, start_relay: StartRelay,
+                                                       sink: Sink) -> None:
+    """The fan-out's copies come from the analysis workers (rendering off the event loop),
+    byte for byte the copies Prepared.copy_for makes in process."""
+    from relay import fingerprint, keys
+
+    relay = await start_relay(cfg)
+    rcpts = [f"w{i}@example.com" for i in range(40)]
+    data = make_message()
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert_one_copy_each(sink, rcpts)
+    assert any(w.loaded for w in relay.deliverer.analyser._all)  # a worker was sent the message
+    kid, key = keys.load(cfg.key_file).current
+    p = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate)
+    for r in rcpts:
+        assert sink.to(r)[0].data == p.copy_for(r)
+
+
+async def test_workers_killed_mid_fanout_the_relay_makes_the_rest(
+        cfg: Config, start_relay: StartRelay, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+
+    from relay import fingerprint, keys
+
+    relay = await start_relay(replace(cfg, concurrency=2))
+    sink.data_delay = 0.02
+    rcpts = [f"k{i}@example.com" for i in range(200)]  # more than are made ahead
+    data = make_message()
+    sending = asyncio.ensure_future(smtp_send(relay.port, BOSS, rcpts, data))
+    while len(sink.messages) < 5:
+        await asyncio.sleep(0.01)
+    for pid in relay.deliverer.analyser.pids:
+        os.kill(pid, signal.SIGKILL)
+    assert (await sending).startswith("250")
+    assert "copies made in the relay process" in caplog.text
+    assert_one_copy_each(sink, rcpts)
+    kid, key = keys.load(cfg.key_file).current
+    p = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate)
+    for r in rcpts:
+        assert sink.to(r)[0].data == p.copy_for(r)
