@@ -8,10 +8,13 @@
 Each round starts one worker process per version (PYTHONPATH = that version), alternating, on
 the same message (~30 KB text/plain + text/html from GPL-3 prose, quoted-printable) and key.
 A worker measures: `Prepared.bits_for` per copy (median over --copies recipients),
-`Prepared.copy_for` per copy, and `relay.decoding.decode` of a faithful 60-word excerpt of one
-copy's plain text with the message logged to --recipients recipients (a temp SQLite log, fresh
-`Derived`, median over --decodes). It also prints a digest of the decode report and of the bits
-of the first 200 recipients: the two versions must agree (same bits, same statistics).
+`Prepared.copy_for` per copy, the bytes alone for the same bits made by the template
+(`Prepared.copy_with`) and by the reference (`Prepared._render`), alternating, the time
+`prepare` takes and the template's share of it, and `relay.decoding.decode` of a faithful
+60-word excerpt of one copy's plain text with the message logged to --recipients recipients
+(a temp SQLite log, fresh `Derived`, median over --decodes). It also prints a digest of the
+decode report and of the bits of the first 200 recipients: the two versions must agree (same
+bits, same statistics).
 """
 
 from __future__ import annotations
@@ -42,20 +45,38 @@ def worker(args: argparse.Namespace) -> None:
     from relay.tokens import excerpt_words
 
     raw = text_html_message(args.size, "bits")
+    t0 = time.perf_counter()
     p = fingerprint.prepare(raw, SENDER, "k1", KEY, 1 / 6)
+    prepare_ms = (time.perf_counter() - t0) * 1e3
+    templated = getattr(p, "_template", None) is not None
+    build_ms = []
+    if templated:  # what the template adds to prepare (built again, timed alone)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fingerprint._template(p)
+            build_ms.append((time.perf_counter() - t0) * 1e3)
     rcpts = [f"user{i:05d}@example.com" for i in range(args.recipients)]
     digest = hashlib.sha256()
     for r in rcpts[:200]:
         digest.update(bytes(p.bits_for(r)))
-    bits_ms, copy_ms = [], []
-    for r in rcpts[:args.copies]:
+    bits_ms, copy_ms, bytes_ms, render_ms = [], [], [], []
+    for k, r in enumerate(rcpts[:args.copies]):
         t0 = time.perf_counter()
-        p.bits_for(r)
+        bits = p.bits_for(r)
         t1 = time.perf_counter()
         p.copy_for(r)
         t2 = time.perf_counter()
         bits_ms.append((t1 - t0) * 1e3)
         copy_ms.append((t2 - t1) * 1e3)
+        if templated:  # the bytes alone: the template and the reference, alternating order
+            for way in (("t", "r") if k % 2 else ("r", "t")):
+                t0 = time.perf_counter()
+                if way == "t":
+                    p.copy_with(bits)
+                else:
+                    p._render(bits)
+                (bytes_ms if way == "t" else render_ms).append(
+                    (time.perf_counter() - t0) * 1e3)
     with tempfile.TemporaryDirectory() as tmp:
         store = log_message(Path(tmp) / "relay.db", p, SENDER, rcpts)
         leaker = rcpts[len(rcpts) // 3]
@@ -71,6 +92,10 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({
         "size": len(raw), "carriers": p.carriers,
         "bits_ms": statistics.median(bits_ms), "copy_ms": statistics.median(copy_ms),
+        "bytes_ms": statistics.median(bytes_ms) if bytes_ms else None,
+        "render_ms": statistics.median(render_ms) if render_ms else None,
+        "prepare_ms": prepare_ms,
+        "template_ms": statistics.median(build_ms) if build_ms else None,
         "decode_s": statistics.median(dec_s), "verdict": out["verdict"],
         "top": out["candidates"][0]["recipient"] if out["candidates"] else None,
         "leaker": leaker, "bits_observed": out["excerpts"][0]["bits_observed"],
@@ -119,7 +144,7 @@ def main() -> int:
                      for k in ("bits_ms", "copy_ms", "decode_s")}
         r = rows[0]
         ok = "leaker" if r["top"] == r["leaker"] else f"top {r['top']}"
-        print(f"| {name} | {med[name]['bits_ms']:.3f} | {med[name]['copy_ms']:.2f} | "
+        print(f"| {name} | {med[name]['bits_ms']:.3f} | {med[name]['copy_ms']:.3f} | "
               f"{med[name]['decode_s']:.2f} | {r['verdict']} ({ok}) | {r['bits_observed']} | "
               f"{', '.join(sorted({x['bits_sha'] for x in rows}))} | "
               f"{', '.join(sorted({x['report_sha'] for x in rows}))} |")
@@ -128,6 +153,19 @@ def main() -> int:
         print(f"| this tree / before | {b['bits_ms'] / a['bits_ms']:.3f}x | "
               f"{b['copy_ms'] / a['copy_ms']:.2f}x | {b['decode_s'] / a['decode_s']:.3f}x | | | "
               f"| |")
+    rows = [r for r in got["this tree"] if r.get("bytes_ms") is not None]
+    if rows:
+        m = {k: statistics.median(r[k] for r in rows)
+             for k in ("bits_ms", "bytes_ms", "render_ms", "prepare_ms", "template_ms")}
+        print()
+        print("Bytes of a copy, the same bits, this tree (medians over copies, then rounds):")
+        print()
+        print("| bits (ms) | bytes, template (ms) | bytes, _render (ms) | template / _render | "
+              "bits + template bytes (ms) | prepare (ms) | of which the template (ms) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(f"| {m['bits_ms']:.3f} | {m['bytes_ms']:.3f} | {m['render_ms']:.2f} | "
+              f"{m['bytes_ms'] / m['render_ms']:.3f}x | {m['bits_ms'] + m['bytes_ms']:.3f} | "
+              f"{m['prepare_ms']:.0f} | {m['template_ms']:.0f} |")
     return 0
 
 
