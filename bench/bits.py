@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KEY = bytes(range(32))
@@ -59,7 +61,7 @@ def worker(args: argparse.Namespace) -> None:
     digest = hashlib.sha256()
     for r in rcpts[:200]:
         digest.update(bytes(p.bits_for(r)))
-    bits_ms, copy_ms, bytes_ms, render_ms = [], [], [], []
+    bits_ms, copy_ms, bytes_ms, render_ms, array_ms = [], [], [], [], []
     for k, r in enumerate(rcpts[:args.copies]):
         t0 = time.perf_counter()
         bits = p.bits_for(r)
@@ -68,14 +70,18 @@ def worker(args: argparse.Namespace) -> None:
         t2 = time.perf_counter()
         bits_ms.append((t1 - t0) * 1e3)
         copy_ms.append((t2 - t1) * 1e3)
-        if templated:  # the bytes alone: the template and the reference, alternating order
-            for way in (("t", "r") if k % 2 else ("r", "t")):
+        if templated:  # the bytes alone: the template and the reference, alternating order;
+            # the template also with the bits as a numpy array (as relay.codes will give them)
+            arr = np.frombuffer(bytes(bits), dtype=np.uint8)
+            for way in (("t", "a", "r") if k % 2 else ("r", "a", "t")):
                 t0 = time.perf_counter()
                 if way == "t":
                     p.copy_with(bits)
+                elif way == "a":
+                    p.copy_with(arr)
                 else:
                     p._render(bits)
-                (bytes_ms if way == "t" else render_ms).append(
+                {"t": bytes_ms, "a": array_ms, "r": render_ms}[way].append(
                     (time.perf_counter() - t0) * 1e3)
     with tempfile.TemporaryDirectory() as tmp:
         store = log_message(Path(tmp) / "relay.db", p, SENDER, rcpts)
@@ -94,6 +100,7 @@ def worker(args: argparse.Namespace) -> None:
         "bits_ms": statistics.median(bits_ms), "copy_ms": statistics.median(copy_ms),
         "bytes_ms": statistics.median(bytes_ms) if bytes_ms else None,
         "render_ms": statistics.median(render_ms) if render_ms else None,
+        "array_ms": statistics.median(array_ms) if array_ms else None,
         "prepare_ms": prepare_ms,
         "template_ms": statistics.median(build_ms) if build_ms else None,
         "decode_s": statistics.median(dec_s), "verdict": out["verdict"],
@@ -156,16 +163,19 @@ def main() -> int:
     rows = [r for r in got["this tree"] if r.get("bytes_ms") is not None]
     if rows:
         m = {k: statistics.median(r[k] for r in rows)
-             for k in ("bits_ms", "bytes_ms", "render_ms", "prepare_ms", "template_ms")}
+             for k in ("bits_ms", "bytes_ms", "array_ms", "render_ms", "prepare_ms",
+                       "template_ms")}
         print()
         print("Bytes of a copy, the same bits, this tree (medians over copies, then rounds):")
         print()
-        print("| bits (ms) | bytes, template (ms) | bytes, _render (ms) | template / _render | "
-              "bits + template bytes (ms) | prepare (ms) | of which the template (ms) |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        print(f"| {m['bits_ms']:.3f} | {m['bytes_ms']:.3f} | {m['render_ms']:.2f} | "
-              f"{m['bytes_ms'] / m['render_ms']:.3f}x | {m['bits_ms'] + m['bytes_ms']:.3f} | "
-              f"{m['prepare_ms']:.0f} | {m['template_ms']:.0f} |")
+        print("| bits (ms) | bytes, template (ms) | the same, bits as an array (ms) | "
+              "bytes, _render (ms) | template / _render | bits + template bytes (ms) | "
+              "prepare (ms) | of which the template (ms) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(f"| {m['bits_ms']:.3f} | {m['bytes_ms']:.3f} | {m['array_ms']:.3f} | "
+              f"{m['render_ms']:.2f} | {m['bytes_ms'] / m['render_ms']:.3f}x | "
+              f"{m['bits_ms'] + m['bytes_ms']:.3f} | {m['prepare_ms']:.0f} | "
+              f"{m['template_ms']:.0f} |")
     return 0
 
 

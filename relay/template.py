@@ -78,19 +78,44 @@ def _insert(base: np.ndarray, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Run:
+    """One part's carriers inside a _Flat: where each inserts, and what (the same bytes for
+    every carrier of a part)."""
+
+    pos: np.ndarray  # int64, per carrier, sorted
+    first: int  # the part's first bit in the bits the _Flat is given
+    count: int
+    perm: np.ndarray | None  # the carriers (bits order) by position; None: already in order
+    payload: np.ndarray  # uint8
+
+    def positions(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = bits[self.first:self.first + self.count]
+        if self.perm is not None:
+            b = b[self.perm]
+        p = self.pos[b != 0]
+        k = len(self.payload)
+        if k == 1:
+            return p, np.full(len(p), self.payload[0], dtype=np.uint8)
+        return np.repeat(p, k), np.tile(self.payload, len(p))
+
+
+@dataclass
 class _Flat:
     """Bytes with insertions: one run of the message (raw bytes and identity/QP part bodies)."""
 
     base: np.ndarray  # uint8
-    pos: np.ndarray  # int64, one per inserted byte, sorted
-    vals: np.ndarray  # uint8, the inserted byte
-    owner: np.ndarray  # intp, the bit (index into the message's bits) that inserts it
+    runs: list[_Run]  # in the order of their positions
 
     def render(self, bits: np.ndarray) -> np.ndarray:
-        if not len(self.owner):
+        if not self.runs:
             return self.base
-        sel = bits[self.owner] != 0
-        return _insert(self.base, self.pos[sel], self.vals[sel])
+        if len(self.runs) == 1:
+            pos, vals = self.runs[0].positions(bits)
+        else:
+            got = [run.positions(bits) for run in self.runs]  # a loop over parts
+            pos = np.concatenate([p for p, _ in got])
+            vals = np.concatenate([v for _, v in got])
+        return _insert(self.base, pos, vals)
 
 
 @dataclass
@@ -418,9 +443,7 @@ class _FlatBuilder:
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
         self.size = 0
-        self.pos: list[np.ndarray] = []
-        self.vals: list[np.ndarray] = []
-        self.owner: list[np.ndarray] = []
+        self.runs: list[_Run] = []
 
     def add(self, data: bytes) -> None:
         self.pieces.append(data)
@@ -428,28 +451,24 @@ class _FlatBuilder:
 
     def add_part(self, pb: _PartBase, first: int) -> None:
         if pb.at:
-            lens = np.array([len(b) for b in pb.insert], dtype=np.int64)
+            if len(set(pb.insert)) != 1:
+                raise NoTemplate("carriers of a part that insert different bytes")
             at = np.array(pb.at, dtype=np.int64) + self.size
             order = np.argsort(at, kind="stable")
-            lens, at = lens[order], at[order]
-            owner = np.arange(len(pb.at), dtype=np.intp)[order] + first
-            self.pos.append(np.repeat(at, lens))
-            self.owner.append(np.repeat(owner, lens))
-            self.vals.append(np.frombuffer(b"".join(pb.insert[k] for k in order),
-                                           dtype=np.uint8))
+            ordered = bool((order == np.arange(len(at))).all())
+            self.runs.append(_Run(at[order], first, len(at), None if ordered else order,
+                                  np.frombuffer(pb.insert[0], dtype=np.uint8)))
         self.add(pb.body)
 
     def done(self) -> _Flat:
-        def cat(xs: list[np.ndarray], dtype: type) -> np.ndarray:
-            return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype=dtype)
-
-        base = np.frombuffer(b"".join(self.pieces), dtype=np.uint8)
-        return _Flat(base, cat(self.pos, np.int64), cat(self.vals, np.uint8),
-                     cat(self.owner, np.intp))
+        return _Flat(np.frombuffer(b"".join(self.pieces), dtype=np.uint8), self.runs)
 
 
 def _sorted(flat: _Flat) -> _Flat:
-    if len(flat.pos) and (np.diff(flat.pos) < 0).any():
+    if any(len(r.pos) and (r.pos[0] < 0 or r.pos[-1] > len(flat.base)) for r in flat.runs):
+        raise NoTemplate("insertions out of range")
+    ends = [(r.pos[0], r.pos[-1]) for r in flat.runs if len(r.pos)]
+    if any(a[1] > b[0] for a, b in zip(ends, ends[1:], strict=False)):
         raise NoTemplate("insertions out of order")
     return flat
 
