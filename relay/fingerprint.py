@@ -157,11 +157,11 @@ def _template(p: Prepared) -> template.MessageTemplate | None:
                                              zip(p._parts, p._gaps, strict=True)],
                            p._marks, p._render_body)
     except Exception as e:  # a template is a speed-up: copies never depend on it
-        log.info("message %s: copies made part by part (%s)", p.identity[:12], e)
+        log.info("message %s: no copy template, each copy rendered (%s)", p.identity[:12], e)
         return None
     for part, ok, why in zip(p._parts, t.templated, t.why, strict=True):
         if not ok:
-            log.info("message %s: part %s copies made part by part (%s)", p.identity[:12],
+            log.info("message %s: part %s rendered for each copy (%s)", p.identity[:12],
                      part.path or "1", why)
     return t
 

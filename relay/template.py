@@ -29,6 +29,8 @@ few fixed random patterns must decode to the expected text, within the line limi
 from __future__ import annotations
 
 import binascii
+import re
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +42,7 @@ QP_MAX = mime.QP_LINE_MAX
 LINE_MAX = mime.LINE_MAX
 CHECK_PATTERNS = 1  # random bit patterns checked at build, besides all-single and all-doubled
 STATEFUL = mime.STATEFUL_PREFIXES
+_NO_LINE_START = re.compile(rb"\.|From ")  # where a soft break may not put a line start
 
 # one carrier of a part: (start, end) in the part's text, its single form, and what its doubled
 # form inserts before the single form (doubled == insert + single)
@@ -210,8 +213,10 @@ def _ops(part: mime.TextPart, carriers: Sequence[Carrier], marks: Sequence[Mark]
 
 
 def _inserts(part: mime.TextPart, carriers: Sequence[Carrier]) -> list[bytes]:
-    out = []
+    done: dict[tuple[str, str], bytes] = {}
     for _, _, single, ins in carriers:
+        if (single, ins) in done:
+            continue
         try:
             b = ins.encode(part.charset)
             one = single.encode(part.charset)
@@ -219,8 +224,8 @@ def _inserts(part: mime.TextPart, carriers: Sequence[Carrier]) -> list[bytes]:
             raise NoTemplate("charset cannot encode a carrier") from None
         if b != ins.encode("ascii", "replace") or one != single.encode("ascii", "replace"):
             raise NoTemplate(f"{part.charset} is not ASCII-compatible")
-        out.append(b)
-    return out
+        done[single, ins] = b
+    return [done[single, ins] for _, _, single, ins in carriers]
 
 
 def _byte_ops(part: mime.TextPart, ops: list[tuple[int, int, str, int]]
@@ -273,9 +278,8 @@ def _qp_break(content: bytes, rel: list[int], grow: list[int], eol: bytes
         else:
             bad[e + 1] = bad[min(e + 2, n)] = 1
         e = content.find(b"=", e + 1)
-    for c in range(n):
-        if content[c] == 46 or content.startswith(b"From ", c):
-            bad[c] = 1
+    for m in _NO_LINE_START.finditer(content):
+        bad[m.start()] = 1
     cuts: list[int] = []
     s = 0
     while (n - s) + extra[n + 1] - extra[s] > QP_MAX:
@@ -292,12 +296,7 @@ def _qp_break(content: bytes, rel: list[int], grow: list[int], eol: bytes
         pieces.append(content[prev:c])
         prev = c
     pieces.append(content[prev:])
-    moved = []
-    for p in rel:
-        j = 0
-        while j < len(cuts) and cuts[j] <= p:
-            j += 1
-        moved.append(p + j * step)
+    moved = [p + bisect_right(cuts, p) * step for p in rel]
     return (b"=" + eol).join(pieces), moved
 
 
@@ -341,7 +340,7 @@ def _qp_base(part: mime.TextPart, carriers: Sequence[Carrier], marks: Sequence[M
     size = pos = 0
     i, nops, nlines = 0, len(ops), len(lines)
     while i < nops:
-        li = int(np.searchsorted(lines, ops[i][0], side="right")) - 1
+        li = bisect_right(lines, ops[i][0]) - 1
         ls = lines[li]
         le = lines[li + 1] if li + 1 < nlines else nbody
         ce = le
@@ -424,7 +423,7 @@ def part_base(part: mime.TextPart, carriers: Sequence[Carrier], marks: Sequence[
               ) -> _PartBase:
     """The part with every carrier single and every mark applied, and where each carrier's
     insertion goes. Raises NoTemplate."""
-    for _, _, single, ins in carriers:
+    for single, ins in {(c[2], c[3]) for c in carriers}:
         if not ins or any(not 32 <= ord(c) < 127 for c in ins + single):
             raise NoTemplate("a carrier that is not printable ASCII")
     if part.cte == "base64":

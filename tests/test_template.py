@@ -126,12 +126,16 @@ def differences(p: Prepared, bits: list[int]) -> list[str]:
     if sorted(gp) != sorted(rp):
         return [f"text parts {sorted(gp)} != {sorted(rp)}"]
     orig = {q.path: q for q in p._parts}
-    o = c = 0
-    for path in sorted(gp, key=lambda k: gp[k]._start):
+    o = c = 0  # every byte outside the rewritten text bodies is the original message's
+    for q in sorted(p._parts, key=lambda q: q._start):
+        a = gp[q.path]
+        if got[c:a._start] != p.raw[o:q._start]:
+            out.append(f"bytes outside the text bodies before part {q.path}")
+        c, o = a._end, q._end
+    if got[c:] != p.raw[o:]:
+        out.append("bytes outside the text bodies at the end")
+    for path in sorted(gp):
         a, b = gp[path], rp[path]
-        if got[c:a._start] != ref[o:b._start]:
-            out.append(f"bytes outside the text bodies before part {path}")
-        c, o = a._end, b._end
         if a.text != b.text:
             out.append(f"part {path}: another text")
         if a.cte in (*mime.IDENTITY_CTES, "base64") and a._body != b._body:
@@ -151,8 +155,6 @@ def differences(p: Prepared, bits: list[int]) -> list[str]:
                 out.append(f"part {path}: base64 lines of another width")
         if any(len(x) > mime.LINE_MAX for x in _lines(a._body)):
             out.append(f"part {path}: a line over 998 octets")
-    if got[c:] != ref[o:]:
-        out.append("bytes outside the text bodies at the end")
     return out
 
 
