@@ -4,8 +4,9 @@ Every carrier's doubled form is its single form with fixed ASCII bytes inserted 
 text: one space before the space; HTML: `&nbsp;` before the space, or before the line end of the
 source for a zero-width carrier). So a recipient's copy is a *base* (the message with every
 carrier single and every mark applied, already in its transfer encoding) with those bytes
-inserted at precomputed byte positions for the carriers its bits double: one numpy gather per
-run of parts, no per-copy loop over carriers, no per-copy tokenising or re-encoding.
+inserted at precomputed byte positions for the carriers its bits double: one numpy insertion
+per run of parts (a loop over parts, never over carriers), no per-copy tokenising, no
+per-character quoted-printable or base64 work in Python.
 
 - 7bit/8bit parts: positions in the body bytes. `fingerprint._fit_lines` already keeps the
   all-doubled copy under 998 octets per line; copies are byte-identical to `mime.render`'s.
@@ -16,14 +17,16 @@ run of parts, no per-copy loop over carriers, no per-copy tokenising or re-encod
   before its "="): such a line decodes to the same text as `mime.render`'s, its breaks can sit
   elsewhere. The slack is that reserved room: those pieces are shorter than 76 when single.
 - base64: the base and the positions in the decoded bytes; per copy binascii (C) encodes and
-  numpy cuts the lines at the part's width.
+  numpy cuts the lines at the part's width (the bytes `mime.render` makes).
 - A part the template cannot make (a charset that is not ASCII-compatible, or stateful; an edit
   it cannot place; a line it cannot break) gets no template: its copies are made by the caller's
   reference renderer (`fallback`), as before.
 
-`build()` checks the template once per message (every carrier single, every one doubled, and a
-few fixed random patterns must decode to the expected text, within the line limits, and the
-7bit/8bit bodies must be byte-identical to the reference). Pure: no I/O.
+`build()` checks the template once per message, instead of decoding every copy again: the copies
+with every carrier single, every one doubled and CHECK_PATTERNS fixed random patterns must
+decode to the expected text, stay within the line limits, keep every byte outside the text
+bodies, and (7bit/8bit) equal the reference's bytes. tests/test_template.py proves the rest.
+Pure: no I/O.
 """
 
 from __future__ import annotations
