@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import mime
+from . import mime, template
 from .carriers import NONE, RULES, Gap, Layout, analyse_html, analyse_plain
 from .codes import (
     BLOCK,
@@ -70,6 +70,7 @@ class Prepared:
     _ckeys: list[bytes] = field(repr=False, default_factory=list)
     _classes: list[int] = field(repr=False, default_factory=list)
     _code: MessageCode | None = field(repr=False, default=None)
+    _template: template.MessageTemplate | None = field(repr=False, default=None)
 
     @property
     def carriers(self) -> int:
@@ -96,27 +97,73 @@ class Prepared:
         the doubled gaps of an earlier pass that are not carriers set to one space)."""
         if not self._parts:
             return self.raw
-        return self._render(self.bits_for(recipient))
+        return self.copy_with(self.bits_for(recipient))
+
+    def copy_with(self, bits: Sequence[int] | Any) -> bytes:
+        """The copy these bits make (a sequence of 0/1 or a numpy uint8 array, one per carrier):
+        from the message's template (relay.template) where it has one, else `_render`."""
+        if self._template is not None:
+            return self._template.copy(bits)
+        return self._render(bits)
+
+    def _part_edits(self, i: int, bits: Sequence[int]) -> list[tuple[int, int, str]]:
+        """The edits of part i in a copy; `bits`: that part's."""
+        part, gaps, marks = self._parts[i], self._gaps[i], self._marks[i]
+        out: list[tuple[int, int, str]] = list(marks)
+        for (_, g), b in zip(gaps, bits, strict=True):
+            if part.subtype == "html":
+                new = _html_mark(g, b)
+            else:
+                new = "  " if b else " "
+            if part.text[g.start:g.end] != new:
+                out.append((g.start, g.end, new))
+        if out and marks:
+            out.sort()
+        return out
 
     def _render(self, bits: Sequence[int]) -> bytes:
+        """The reference rendering of a copy (relay.mime.render, every copy checked)."""
         edits: dict[str, list[tuple[int, int, str]]] = {}
         j = 0
-        for part, gaps, marks in zip(self._parts, self._gaps, self._marks, strict=True):
-            out: list[tuple[int, int, str]] = list(marks)
-            for _, g in gaps:
-                b = bits[j]
-                j += 1
-                if part.subtype == "html":
-                    new = _html_mark(g, b)
-                else:
-                    new = "  " if b else " "
-                if part.text[g.start:g.end] != new:
-                    out.append((g.start, g.end, new))
+        for i, part in enumerate(self._parts):
+            n = len(self._gaps[i])
+            out = self._part_edits(i, bits[j:j + n])
+            j += n
             if out:
-                if marks:
-                    out.sort()
                 edits[part.path] = out
         return mime.render(self.raw, self._parts, edits)
+
+    def _render_body(self, i: int, bits: Sequence[int]) -> bytes:
+        """Part i's body in a copy, the reference way (a part the template does not make)."""
+        part = self._parts[i]
+        edits = self._part_edits(i, bits)
+        if not edits:
+            return part._body
+        out = mime.render(self.raw, [part], {part.path: edits})
+        return out[part._start:len(out) - (len(self.raw) - part._end)]
+
+
+def _carriers(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[template.Carrier]:
+    """Each carrier as the template takes it: its single form and what doubling inserts."""
+    if part.subtype == "html":
+        return [(g.start, g.end, _html_mark(g, 0), NBSP_HTML[:-1]) for _, g in gaps]
+    return [(g.start, g.end, " ", " ") for _, g in gaps]
+
+
+def _template(p: Prepared) -> template.MessageTemplate | None:
+    """The message's copy template, or None (every copy made by `_render`)."""
+    try:
+        t = template.build(p.raw, p._parts, [_carriers(pt, g) for pt, g in
+                                             zip(p._parts, p._gaps, strict=True)],
+                           p._marks, p._render_body)
+    except Exception as e:  # a template is a speed-up: copies never depend on it
+        log.info("message %s: no copy template, each copy rendered (%s)", p.identity[:12], e)
+        return None
+    for part, ok, why in zip(p._parts, t.templated, t.why, strict=True):
+        if not ok:
+            log.info("message %s: part %s rendered for each copy (%s)", p.identity[:12],
+                     part.path or "1", why)
+    return t
 
 
 def _html_mark(g: Gap, doubled: int) -> str:
@@ -239,6 +286,8 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
         p._classes.extend(g.cls for _, g in gaps)
         docs.append((ckeys, classes))
     p._code = MessageCode(key, identity, docs, word_rate, block, cut)
+    if p._parts:
+        p._template = _template(p)
     for reason in p.skipped:
         log.info("message %s: left unchanged: %s", identity[:12], reason)
     return p
