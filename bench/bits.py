@@ -38,11 +38,12 @@ def worker(args: argparse.Namespace) -> None:
     from speed import leak_excerpt, log_message, text_html_message
 
     from relay import decoding, fingerprint
+    from relay.codes import SCHEME
     from relay.keys import Keyring
     from relay.tokens import excerpt_words
 
     raw = text_html_message(args.size, "bits")
-    p = fingerprint.prepare(raw, SENDER, "k1", KEY, 1 / 6)
+    p = fingerprint.prepare(raw, SENDER, "k1", KEY, SCHEME.with_rate(1 / 6))
     rcpts = [f"user{i:05d}@example.com" for i in range(args.recipients)]
     digest = hashlib.sha256()
     for r in rcpts[:200]:

@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from relay import decoding, reading  # noqa: E402
+from relay.codes import SCHEME  # noqa: E402
 from relay.config import PROFILES  # noqa: E402
 from relay.fingerprint import Prepared, prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
@@ -306,7 +307,7 @@ def run_profile(profile: str, lang: str, paras: list[str], args, ring: Keyring,
             total += len(para.split())
         paras = kept
     raw = build_message(paras, f"Handbook ({lang})", f"<handbook-{lang}@example.com>")
-    p = prepare(raw, SENDER, key_id, key, PROFILES[profile])
+    p = prepare(raw, SENDER, key_id, key, SCHEME.with_rate(PROFILES[profile]))
     orig = part_text(raw)
     ns = sorted(args.recipients)
     log = MemLog(max(ns))

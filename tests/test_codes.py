@@ -21,9 +21,11 @@ from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
 from relay.codes import (
     EVEN,
     UNITS,
+    V2,
     Blocks,
     CodeBook,
     MessageCode,
+    Scheme,
     bias,
     budget_unit,
     carrier_keys,
@@ -346,8 +348,8 @@ def test_each_rendering_doubles_at_most_its_share() -> None:
     """The plain text (wrapped at 72, so its line ends are not carriers) and its HTML
     alternative: per recipient, each doubles at most one word gap in six."""
     docs = _docs(900)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
-    even = MessageCode(KEY, IDENT, docs, 1 / 6, 48, EVEN)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
+    even = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, EVEN))
     over_even = 0
     for r in range(40):
         for ck, cl in docs:
@@ -361,7 +363,7 @@ def test_each_rendering_doubles_at_most_its_share() -> None:
 
 def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
     docs = _docs()
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     assert code.blocks is not None and len(code.blocks.members) >= 10
     ck, cl = docs[0]
     for r in ("alice@example.com", "bob@example.com", "x@y.org"):
@@ -378,7 +380,7 @@ def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
 
 def test_block_code_same_bit_in_plain_and_html() -> None:
     docs = _docs(600)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     (ckp, clp), (ckh, clh) = docs
     bp = dict(zip(ckp, code.bits("alice@example.com", ckp, clp), strict=True))
     bh = dict(zip(ckh, code.bits("alice@example.com", ckh, clh), strict=True))
@@ -391,7 +393,7 @@ def test_block_code_uniform_over_recipients() -> None:
     """Each word carrier is doubled for about one recipient in six, and two recipients' codes
     agree no more than chance says."""
     docs = _docs(300)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     ck, cl = docs[0]
     words = [c for c, k in zip(ck, cl, strict=True) if k == WORD]
     n = 3000
@@ -408,7 +410,7 @@ def test_block_code_uniform_over_recipients() -> None:
 def test_legacy_code_is_the_independent_codebook() -> None:
     """block 0 (messages logged before blocks): exactly the bits CodeBook always gave."""
     docs = _docs(400)
-    code = MessageCode(KEY, IDENT, docs, 0.16, 0, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 0.16, 0, UNITS))
     ck, cl = docs[0]
     keep = [i for i, k in enumerate(cl) if k]
     keys_ = [ck[i] for i in keep]
@@ -502,7 +504,7 @@ def test_bulk_bits_equal_the_reference(data: st.DataObject, key: bytes, identity
     many at once (the decoder's scoring), and the decoder's disagreement counts."""
     docs, ckeys, classes = data.draw(_messages(rate))
     block, cut = scheme
-    code = MessageCode(key, identity, docs, rate, block, cut)
+    code = MessageCode(key, identity, docs, Scheme(V2, rate, block, cut))
     want = [_reference_bits(key, identity, docs, rate, block, cut, r, ckeys, classes)
             for r in recipients]
     assert [code.bits(r, ckeys, classes) for r in recipients] == want
@@ -520,7 +522,7 @@ def test_bulk_bits_on_real_renderings() -> None:
     ckeys, classes = [c for c, _ in pairs], [k for _, k in pairs]
     rcpts = [f"User{i}@Example.com" for i in range(30)]
     for block, cut in _SCHEMES:
-        code = MessageCode(KEY, IDENT, docs, 1 / 6, block, cut)
+        code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, block, cut))
         for r in rcpts:
             assert code.bits(r, ckeys, classes) == _reference_bits(
                 KEY, IDENT, docs, 1 / 6, block, cut, r, ckeys, classes)

@@ -20,7 +20,9 @@ from relay.codes import (
     BLOCK,
     CUT,
     EVEN,
+    SCHEME,
     MessageCode,
+    Scheme,
     bias,
     carrier_keys,
     message_identity,
@@ -87,7 +89,7 @@ class MemLog:
 
     def add(self, text: str, recipients: Sequence[str], *, subject: str, key_id: str = "k1",
             key: bytes = K1, rate: float = RATE, sender: str = "boss@example.com",
-            block: int = BLOCK, cut: int = CUT) -> Logged:
+            block: int = BLOCK, cut: int = CUT, version: int = SCHEME.version) -> Logged:
         raw = f"Subject: {subject}\r\n\r\n{text}".encode()
         identity = message_identity(raw, sender)
         layout = analyse_plain(text)
@@ -102,12 +104,11 @@ class MemLog:
             self.index[s].add(doc_id)
         meta = {"message_id": f"<{subject.replace(' ', '.')}@example.com>", "subject": subject,
                 "date": "Mon, 23 Nov 2026 10:00:00 +0000"}
-        self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, "block": block,
-                                "block_cut": cut, **meta},
-                               sorted(recipients))
+        scheme = Scheme(version, rate, block, cut)
+        self.msgs[identity] = ({"key_id": key_id, "scheme": scheme, **meta}, sorted(recipients))
         return Logged(identity, text, gaps, [ck[i] for i, _ in gaps],
                       [g.cls for _, g in gaps],
-                      MessageCode(key, identity, [(ck, classes)], rate, block, cut), meta,
+                      MessageCode(key, identity, [(ck, classes)], scheme), meta,
                       sorted(recipients))
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -122,6 +123,10 @@ class MemLog:
 
     def message(self, identity: str) -> dict[str, Any]:
         return dict(self.msgs[identity][0])
+
+    def signing_of(self, identity: str) -> tuple[str, Scheme] | None:
+        m = self.msgs.get(identity)
+        return None if m is None else (m[0]["key_id"], m[0]["scheme"])
 
     def recipients(self, identity: str) -> list[str]:
         return list(self.msgs[identity][1])
@@ -428,7 +433,7 @@ def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
     m["Subject"] = "Licences"
     m.set_content(plain + "\n")
     m.add_alternative(f"<p>{text}</p>\n", subtype="html")
-    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = staff(200)
@@ -592,7 +597,7 @@ def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence
     m["Subject"] = "Licences"
     m.set_content(reflow(text_paras))
     m.add_alternative("".join(f"<p>{p}</p>\n" for p in text_paras), subtype="html")
-    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     for r in recipients:
@@ -692,7 +697,7 @@ def test_forwarded_copy_never_names_the_forwarder(tmp_path: Path) -> None:
     for trial in range(6):
         x = rcpts[trial]
         derived = Derived()
-        fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+        fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
         store.record_message(**fwd.log_entry(x))
         for r in rcpts:
             store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
@@ -726,7 +731,7 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     before = decode([leak], store, RING, THRESHOLD)
     assert before.verdict == "identified" and before.candidates[0].recipient == x
     assert before.provenance == []
-    fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+    fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
     store.record_message(**fwd.log_entry(x))
     for r in rcpts:
         store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
@@ -742,7 +747,7 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     store2_dir.mkdir()
     first2, store2 = _alternative(store2_dir, paragraphs("GPL-3")[5:12], rcpts)
     relayed = prepare(_forward(first2.copy_for(x), "assistant@example.com"),
-                      "assistant@example.com", "k1", K1, RATE)
+                      "assistant@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store2.record_message(**relayed.log_entry("assistant@example.com"))
     leak2 = excerpt_words(window(_body(first2.copy_for(x), "plain"), 30, 120))
     rep2 = decode([leak2], store2, RING, THRESHOLD)

@@ -32,6 +32,7 @@ from render import (
 )
 
 from relay.carriers import SENTENCE, WORD
+from relay.codes import SCHEME
 from relay.decoding import Candidate, Detail, GapRead, Report
 from relay.evidence import Custody, fmt_p, one_in, render, text_source
 from relay.fingerprint import prepare
@@ -78,7 +79,7 @@ class Logged:
         m.add_alternative("<html><body>" + "".join(f"<p>{html.escape(p)}</p>\n" for p in paras)
                           + "</body></html>", subtype="html")
         raw = m.as_bytes().replace(b"\n", b"\r\n")
-        p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), 0.16)
+        p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), SCHEME.with_rate(0.16))
         store = Store(tmp / "relay.db")
         store.record_message(**p.log_entry("ceo@example.com"))
         self.recipients = [f"staff{i:04d}@example.com" for i in range(N_RCPTS)]
