@@ -363,7 +363,10 @@ class MessageCode:
     key a position (the message's reading order: documents in part order, each key at its
     first occurrence; the plain and HTML renderings of a sentence share keys and so positions)
     and reads position i from the keyed stream of chunk i // CHUNK, so scoring an excerpt
-    computes only the chunks its carriers and their blocks' members fall in.
+    computes only the chunks its carriers and their blocks' members fall in. Chunk c of
+    recipient r: SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || c as 4 bytes big-endian
+    || r lower-cased, UTF-8), read as CHUNK little-endian 64-bit values: one hash call per
+    chunk and recipient, no per-recipient seed.
 
     Bits are computed in bulk (numpy) through a `Reading` of the carrier list, made once per
     list: `bits_row` keeps the last one (a copy's carriers are the same for every recipient),
@@ -380,9 +383,11 @@ class MessageCode:
             self.book = CodeBook(key, identity, set(carriers))
             self._rank = self.book.ranks(())
         else:
-            self._seed_key = _sub(key, b"relay/code/v3|" + identity.encode())
+            sub = _sub(key, b"relay/code/v3|" + identity.encode())
             self._rank = {c: i for i, c in enumerate(dict.fromkeys(carriers))}
-            self._tags = [struct.pack(">I", i) for i in range(-(-len(self._rank) // CHUNK))]
+            # chunk i's prefix: the message's secret and i; the recipient follows (fixed-length
+            # prefix, so the input is unambiguous)
+            self._tags = [sub + struct.pack(">I", i) for i in range(-(-len(self._rank) // CHUNK))]
         self.blocks = (Blocks.of(docs, scheme.word_rate, scheme.block, scheme.cut)
                        if scheme.block else None)
         # where each block's members read the stream: fixed per message, not per copy
@@ -467,10 +472,10 @@ class MessageCode:
             raw = b"".join([self.book.stream_bytes(r, n) for r in recipients])
             return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(recipients), n)
         tags = self._tags if chunks is None else [self._tags[c] for c in chunks.tolist()]
-        key, size, shake, digest = self._seed_key, 8 * CHUNK, hashlib.shake_256, hmac.digest
-        raw = b"".join([shake(seed + t).digest(size)
-                        for seed in (digest(key, r.lower().encode("utf-8", "surrogateescape"),
-                                            "sha256") for r in recipients)
+        size, shake = 8 * CHUNK, hashlib.shake_256
+        raw = b"".join([shake(t + r).digest(size)
+                        for r in [r.lower().encode("utf-8", "surrogateescape")
+                                  for r in recipients]
                         for t in tags])
         return np.frombuffer(raw, dtype="<u8").reshape(len(recipients), len(tags) * CHUNK)
 

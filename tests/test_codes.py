@@ -434,14 +434,14 @@ def _reference_bits(key: bytes, identity: str,
     bulk path: v2, SHAKE-256 seeded with HMAC(HMAC(key, "relay/code/v2|" + identity),
     recipient), read at each key's rank in the message's sorted carrier keys (big-endian);
     v3, position i of the message's reading order (documents in order, each carrier key at its
-    first occurrence) read from SHAKE-256(HMAC(HMAC(key, "relay/code/v3|" + identity),
-    recipient) || i // 64 as 4 bytes big-endian) at i % 64 (little-endian). A sentence gap
+    first occurrence) read from SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || i // 64 as
+    4 bytes big-endian || recipient) at i % 64 (little-endian). A sentence gap
     doubled below one half; a word gap doubled below the rate (no blocks) or when its value is
     at most the `ones`-th smallest of its block."""
     label = b"relay/code/v%d|" % version
     sub = hmac.new(key, label + identity.encode(), hashlib.sha256).digest()
-    seed = hmac.new(sub, recipient.lower().encode("utf-8", "surrogateescape"),
-                    hashlib.sha256).digest()
+    who = recipient.lower().encode("utf-8", "surrogateescape")
+    seed = hmac.new(sub, who, hashlib.sha256).digest()
     carriers = [c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k]
     if version == V2:
         universe = sorted(set(carriers))
@@ -452,7 +452,7 @@ def _reference_bits(key: bytes, identity: str,
         stream = ()
         for i in range(0, len(universe), 64):
             stream += struct.unpack("<64Q", hashlib.shake_256(
-                seed + struct.pack(">I", i // 64)).digest(8 * 64))
+                sub + struct.pack(">I", i // 64) + who).digest(8 * 64))
     rank = {c: i for i, c in enumerate(universe)}
     blocks = Blocks.of(docs, rate, block, cut) if block else None
     out = []
