@@ -323,27 +323,52 @@ class Reading:
         """Bits (uint8, one row per recipient) from stream values (uint64, one row per
         recipient, one column per rank): sentence carriers below one half; word carriers
         below the coin threshold, or, in blocks, at most the block's `ones`-th smallest
-        member value (ties doubled alike, as the loop over carriers did)."""
-        out = np.zeros((streams.shape[0], self.size), dtype=np.uint8)
-        if self.sentence.size:
-            out[:, self.sentence] = streams[:, self.sentence_rank] < np.uint64(HALF)
-        if not self.word.size:
-            return out
-        v = streams[:, self.word_rank]
-        if not self.blocked:
-            out[:, self.word] = (v < np.uint64(self.word_below) if self.word_below < 1 << 64
-                                 else True)
-            return out
-        live = self.word_block >= 0  # word carriers of a block that doubles none stay 0
-        if not live.any():
-            return out
-        members = streams[:, self.block_ranks]  # (recipients, blocks read, widest)
-        members[:, self.block_pad] = _MAX64  # padding sorts last (k <= a block's size)
-        members.sort(axis=2)
-        top = members[:, np.arange(len(self.block_ones)), self.block_ones - 1]
-        out[:, self.word[live]] = v[:, live] <= top[:, self.word_block[live]]
-        return out
+        member value (ties doubled alike, as the loop over carriers did). Every carrier is
+        one gather of its value and one of its threshold, compared at once."""
+        rank, which, can, padded, kth = self._plan
+        n = streams.shape[0]
+        if not streams.shape[1]:  # no carrier at all: whatever the list holds reads 0
+            streams = np.zeros((n, 1), dtype=np.uint64)
+        thresholds = np.empty((n, 2 + len(kth)), dtype=np.uint64)
+        thresholds[:, 0] = HALF - 1
+        thresholds[:, 1] = min(self.word_below, 1 << 64) - 1 if self.word_below else 0
+        if len(kth):
+            ext = np.concatenate((streams, np.full((n, 1), _MAX64)), axis=1)
+            members = np.take(ext, padded, axis=1)  # padding reads the last column, MAX
+            members.sort(axis=2)
+            thresholds[:, 2:] = members.reshape(n, -1).take(kth, axis=1)
+        out = np.take(streams, rank, axis=1) <= np.take(thresholds, which, axis=1)
+        out &= can
+        return out.view(np.uint8)
 
+    @property
+    def _plan(self) -> tuple[np.ndarray, ...]:
+        """Per carrier: where its value sits in a row of stream values, which threshold it is
+        compared with (0: one half, 1: the word coin, 2 + i: block row i's `ones`-th smallest)
+        and whether it can be doubled at all; the block rows' ranks with padding at -1 (the
+        MAX column appended), and each row's threshold in the flattened sorted rows. Worked out
+        on first use, once per list of carriers."""
+        got = self.__dict__.get("_plan_cache")
+        if got is None:
+            rank = np.zeros(self.size, dtype=np.intp)
+            which = np.zeros(self.size, dtype=np.intp)
+            can = np.zeros(self.size, dtype=bool)
+            rank[self.sentence] = self.sentence_rank
+            can[self.sentence] = True
+            rank[self.word] = self.word_rank
+            if not self.blocked:
+                which[self.word] = 1
+                can[self.word] = self.word_below > 0
+            else:
+                live = self.word_block >= 0  # word carriers of a block doubling none stay 0
+                which[self.word[live]] = 2 + self.word_block[live]
+                can[self.word[live]] = True
+            padded = np.where(self.block_pad, -1, self.block_ranks)
+            widest = self.block_ranks.shape[1] if self.block_ranks.ndim == 2 else 0
+            kth = np.arange(len(self.block_ones)) * widest + self.block_ones - 1
+            got = (rank, which, can, padded, kth.astype(np.intp))
+            self.__dict__["_plan_cache"] = got
+        return got
 
 def _same(items: Sequence, saved: Sequence) -> bool:
     return items is saved or (items if isinstance(items, list) else list(items)) == list(saved)
