@@ -191,6 +191,10 @@ class MemLog:
     def message(self, identity: str) -> dict:
         return self.messages[identity]
 
+    def signing_of(self, identity: str):
+        m = self.messages.get(identity)
+        return None if m is None else (m["key_id"], m["scheme"])
+
     def recipients(self, identity: str) -> list[str]:
         return self._rcpts[:self.n]
 

@@ -21,6 +21,8 @@ from relay.codes import (
     CUT,
     EVEN,
     SCHEME,
+    V2,
+    V3,
     MessageCode,
     Scheme,
     bias,
@@ -393,17 +395,20 @@ def test_json_shape(big: tuple[MemLog, Logged]) -> None:
 
 
 def test_message_logged_before_blocks_still_decodes() -> None:
-    """A message logged with block 0 (independent bits, before blocks existed) or with blocks
-    cut evenly (before UNITS) is decoded with the code it was signed with, next to a message
-    signed with the current code."""
+    """A message logged with block 0 (independent bits, before blocks existed), with blocks
+    cut evenly (before UNITS) or with code v2 (before v3) is decoded with the code it was
+    signed with, next to a message signed with the current code (v3)."""
     log = MemLog()
-    old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0)
-    even = log.add(GPL.replace("software", "works"), staff(300), subject="even", cut=EVEN)
+    old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0, version=V2)
+    even = log.add(GPL.replace("software", "works"), staff(300), subject="even", cut=EVEN,
+                   version=V2)
+    v2 = log.add(GPL.replace("software", "code"), staff(300), subject="v2", version=V2)
     new = log.add(GPL.replace("software", "programs"), staff(300), subject="new")
+    assert new.code.scheme == SCHEME.with_rate(RATE) and new.code.scheme.version == V3
     assert old.code.blocks is None and new.code.blocks is not None
     assert even.code.blocks is not None and even.code.blocks.ones != new.code.blocks.ones
     rnd = random.Random(4)
-    for m in (old, even, new):
+    for m in (old, even, v2, new):
         leaker = rnd.choice(m.recipients)
         copy = m.copy_for(leaker)
         ex = window(copy, rnd.randrange(n_words(copy) - 150), 150)
@@ -497,20 +502,24 @@ def _brute_null(code: MessageCode, ckeys: Sequence[bytes], classes: Sequence[int
     return dist
 
 
-@pytest.mark.parametrize("block,cut,rate", [(12, CUT, RATE), (12, EVEN, RATE), (0, CUT, 0.16)],
-                         ids=["units", "even", "independent"])
-def test_reported_probability_equals_brute_force(block: int, cut: int, rate: float) -> None:
+@pytest.mark.parametrize("block,cut,rate,version",
+                         [(12, CUT, RATE, V3), (12, CUT, RATE, V2), (12, EVEN, RATE, V2),
+                          (0, CUT, 0.16, V2)],
+                         ids=["v3-units", "units", "even", "independent"])
+def test_reported_probability_equals_brute_force(block: int, cut: int, rate: float,
+                                                 version: int) -> None:
     """Every candidate's p-value is P(an innocent disagrees at most d times), enumerated over
     every code an innocent could hold, and its false-match probability is 1 - (1 - p)^n over
     all n recipients; with a few gaps flipped so that d > 0 too."""
     from relay.reading import matches
 
     log = MemLog()
-    m = log.add(SHORT, staff(40), subject="short", block=block, cut=cut, rate=rate)
+    m = log.add(SHORT, staff(40), subject="short", block=block, cut=cut, rate=rate,
+                version=version)
     if block:
         assert m.code.blocks is not None and len(m.code.blocks.members) >= 2
         assert max(len(x) for x in m.code.blocks.members) <= 30
-    rnd = random.Random(block + cut)
+    rnd = random.Random(block + cut + version)
     for trial in range(4):
         leaker = m.recipients[trial]
         copy = m.copy_for(leaker)
