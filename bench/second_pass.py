@@ -245,10 +245,10 @@ def _best_alone(ex, store: Store, derived: reading.Derived) -> reading.Evidence:
     best = None
     for doc_id, _ in store.find_documents(shingles(hashes)):
         doc = store.document(doc_id)
-        msg = store.message(doc.identity)
+        _, scheme = store.signing_of(doc.identity)
         a = align(hashes, settled_gaps(ex), unpack_hashes(doc.words))
         fit = reading.Fit(doc, a, derived.carrier_keys(doc))
-        code = derived.code(store, doc.identity, KEY, msg)
+        code = derived.code(store, doc.identity, KEY, scheme)
         read = reading.reading([fit], code)
         rank = (a.matched, len(read))
         if best is None or rank > best[0]:

@@ -763,6 +763,11 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     assert rep2.verdict == "inconclusive" and rep2.candidates[0].recipient == x
     assert rep2.provenance[0]["from_copy_of"] == x
     assert rep2.provenance[0]["sender"] == "assistant@example.com"
+    # asked directly, with nothing derived before: the earlier message's code comes from the
+    # scheme it was logged with
+    from relay.provenance import copy_made_from
+
+    assert copy_made_from(store2, relayed.identity, first2.identity, RING, Derived()) == (x, True)
 
 
 # --- what the evidence sheet is made of ------------------------------------------------------
