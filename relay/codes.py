@@ -159,7 +159,9 @@ V2 = 2  # one SHAKE-256 stream per recipient, read at each carrier key's rank am
 V3 = 3  # one SHAKE-256 stream per CHUNK consecutive positions of the message's reading order:
 #         scoring an excerpt reads only the chunks holding its carriers and their blocks
 VERSIONS = (V2, V3)
-CHUNK = 64  # v3: carrier positions per keyed stream (bench/bits.py --chunks measured 32..256)
+CHUNK = 136  # v3: carrier positions per keyed stream: 136 values of 8 bytes fill exactly 8
+#              SHAKE-256 output blocks (136 bytes each), no squeezed byte wasted; measured
+#              against 64, 128 and 256 (README "Speed", code v3)
 
 
 @dataclass(frozen=True)

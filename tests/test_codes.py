@@ -434,8 +434,8 @@ def _reference_bits(key: bytes, identity: str,
     bulk path: v2, SHAKE-256 seeded with HMAC(HMAC(key, "relay/code/v2|" + identity),
     recipient), read at each key's rank in the message's sorted carrier keys (big-endian);
     v3, position i of the message's reading order (documents in order, each carrier key at its
-    first occurrence) read from SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || i // 64 as
-    4 bytes big-endian || recipient) at i % 64 (little-endian). A sentence gap
+    first occurrence) read from SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || i // 136
+    as 4 bytes big-endian || recipient) at i % 136 (little-endian). A sentence gap
     doubled below one half; a word gap doubled below the rate (no blocks) or when its value is
     at most the `ones`-th smallest of its block."""
     label = b"relay/code/v%d|" % version
@@ -450,9 +450,9 @@ def _reference_bits(key: bytes, identity: str,
     else:
         universe = list(dict.fromkeys(carriers))
         stream = ()
-        for i in range(0, len(universe), 64):
-            stream += struct.unpack("<64Q", hashlib.shake_256(
-                sub + struct.pack(">I", i // 64) + who).digest(8 * 64))
+        for i in range(0, len(universe), 136):
+            stream += struct.unpack("<136Q", hashlib.shake_256(
+                sub + struct.pack(">I", i // 136) + who).digest(8 * 136))
     rank = {c: i for i, c in enumerate(universe)}
     blocks = Blocks.of(docs, rate, block, cut) if block else None
     out = []
