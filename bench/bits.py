@@ -43,12 +43,13 @@ def worker(args: argparse.Namespace) -> None:
     from speed import leak_excerpt, log_message, text_html_message
 
     from relay import decoding, fingerprint
+    from relay.codes import SCHEME
     from relay.keys import Keyring
     from relay.tokens import excerpt_words
 
     raw = text_html_message(args.size, "bits")
     t0 = time.perf_counter()
-    p = fingerprint.prepare(raw, SENDER, "k1", KEY, 1 / 6)
+    p = fingerprint.prepare(raw, SENDER, "k1", KEY, SCHEME.with_rate(1 / 6))
     prepare_ms = (time.perf_counter() - t0) * 1e3
     templated = getattr(p, "_template", None) is not None
     build_ms = []

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from relay import __version__, keys  # noqa: E402
+from relay.codes import SCHEME  # noqa: E402
 from relay.decoding import decode  # noqa: E402
 from relay.evidence import render  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
@@ -78,7 +79,7 @@ def make_log(tmp: Path, n: int):  # noqa: ANN201 - the prepared message
     m.add_alternative("<html><body>" + "".join(f"<p>{html.escape(p)}</p>\n" for p in paras)
                       + "</body></html>", subtype="html")
     raw = m.as_bytes().replace(b"\n", b"\r\n")
-    p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), 0.16)
+    p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), SCHEME.with_rate(0.16))
     store = Store(tmp / "relay.db")
     store.record_message(**p.log_entry("ceo@example.com"))
     for i in range(n):

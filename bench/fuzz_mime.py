@@ -55,6 +55,7 @@ import sysconfig
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ if atheris is not None:
         from relay import carriers, codes, fingerprint, mime, policy  # noqa: F401
 else:
     from relay import carriers, fingerprint, mime, policy
+    from relay.codes import SCHEME
 
 KEY_ID, KEY = "fuzz", hashlib.sha256(b"fuzz key").digest()
 SENDER = "boss@example.com"
@@ -182,7 +184,8 @@ def check(raw: bytes) -> None:
     try:
         mime.text_parts(raw)  # the raw bytes too: must never raise
         data = policy.normalise_newlines(raw)
-        p = fingerprint.prepare(data, SENDER, KEY_ID, KEY, RATE, rules=RULES[0])
+        p = fingerprint.prepare(data, SENDER, KEY_ID, KEY,
+                                replace(SCHEME, word_rate=RATE, rules=RULES[0]))
         if _BARE.search(data):
             raise Finding("bare-cr-lf", "normalise_newlines left a bare CR or LF")
         copies = [(f"copy_for({r})", p.copy_for(r)) for r in RCPTS]

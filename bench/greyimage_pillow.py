@@ -183,6 +183,7 @@ def decode_images(vs: dict) -> list[dict]:
     from render import html_mail, page_height, plain_mail, render_html
 
     from relay import cli
+    from relay.codes import SCHEME
     from relay.fingerprint import prepare
     from relay.store import ACCEPTED, Store
 
@@ -194,7 +195,8 @@ def decode_images(vs: dict) -> list[dict]:
     m.add_alternative("<html><body>" + "".join(f"<p>{htmlmod.escape(p)}</p>\n" for p in paras)
                       + "</body></html>", subtype="html")
     key = bytes.fromhex(d.KEY_HEX)
-    p = prepare(m.as_bytes().replace(b"\n", b"\r\n"), "ceo@example.com", "k1", key, 0.16)
+    p = prepare(m.as_bytes().replace(b"\n", b"\r\n"), "ceo@example.com", "k1", key,
+                SCHEME.with_rate(0.16))
     store = Store(tmp / "relay.db")
     store.record_message(**p.log_entry("ceo@example.com"))
     rcpts = [f"staff{i:04d}@example.com" for i in range(1000)]

@@ -416,11 +416,10 @@ async def transfer_cost(runs: int = 21) -> str:
     import fanout
 
     from relay import analysis, codes, fingerprint
-    from relay.carriers import RULES
 
     raw = fanout.message()
     key = bytes(range(32))
-    job = analysis.Job(raw, BOSS, "k1", key, 1 / 6, codes.BLOCK, codes.CUT, RULES, 256 * 1024)
+    job = analysis.Job(raw, BOSS, "k1", key, codes.SCHEME.with_rate(1 / 6), 256 * 1024)
     a = analysis.Analyser(1)
     a.start()
     await a.ready()

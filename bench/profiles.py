@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from relay import decoding, reading  # noqa: E402
+from relay.codes import SCHEME  # noqa: E402
 from relay.config import PROFILES  # noqa: E402
 from relay.fingerprint import Prepared, prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
@@ -190,6 +191,10 @@ class MemLog:
     def message(self, identity: str) -> dict:
         return self.messages[identity]
 
+    def signing_of(self, identity: str):
+        m = self.messages.get(identity)
+        return None if m is None else (m["key_id"], m["scheme"])
+
     def recipients(self, identity: str) -> list[str]:
         return self._rcpts[:self.n]
 
@@ -306,7 +311,7 @@ def run_profile(profile: str, lang: str, paras: list[str], args, ring: Keyring,
             total += len(para.split())
         paras = kept
     raw = build_message(paras, f"Handbook ({lang})", f"<handbook-{lang}@example.com>")
-    p = prepare(raw, SENDER, key_id, key, PROFILES[profile])
+    p = prepare(raw, SENDER, key_id, key, SCHEME.with_rate(PROFILES[profile]))
     orig = part_text(raw)
     ns = sorted(args.recipients)
     log = MemLog(max(ns))

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relay import decoding, reading  # noqa: E402
 from relay.carriers import DOUBLED, WORD, analyse_html, analyse_plain  # noqa: E402
+from relay.codes import SCHEME  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
 from relay.score import family_wise  # noqa: E402
@@ -128,7 +129,8 @@ def main() -> int:
     rcpts = [f"user{i:05d}@example.com" for i in range(args.recipients)]
     tmp = Path(tempfile.mkdtemp(prefix="second-pass-"))
     store = Store(tmp / "relay.db")
-    first = prepare(message(paragraphs("GPL-3")[5:12]), "boss@example.com", "k1", KEY, RATE)
+    first = prepare(message(paragraphs("GPL-3")[5:12]), "boss@example.com", "k1", KEY,
+                    SCHEME.with_rate(RATE))
     log(store, first, "boss@example.com", rcpts)
 
     # 1 + 2: forwards
@@ -137,7 +139,7 @@ def main() -> int:
     shares: dict[str, list[float]] = {"html": [], "plain": []}
     for t in range(args.trials):
         x = rcpts[t % len(rcpts)]
-        fwd = prepare(forward(first.copy_for(x), x), x, "k1", KEY, RATE)
+        fwd = prepare(forward(first.copy_for(x), x), x, "k1", KEY, SCHEME.with_rate(RATE))
         log(store, fwd, x, rcpts)
         clean = forward(first.raw, x)
         derived = decoding.Derived()
@@ -243,10 +245,10 @@ def _best_alone(ex, store: Store, derived: reading.Derived) -> reading.Evidence:
     best = None
     for doc_id, _ in store.find_documents(shingles(hashes)):
         doc = store.document(doc_id)
-        msg = store.message(doc.identity)
+        _, scheme = store.signing_of(doc.identity)
         a = align(hashes, settled_gaps(ex), unpack_hashes(doc.words))
         fit = reading.Fit(doc, a, derived.carrier_keys(doc))
-        code = derived.code(store, doc.identity, KEY, msg)
+        code = derived.code(store, doc.identity, KEY, scheme)
         read = reading.reading([fit], code)
         rank = (a.matched, len(read))
         if best is None or rank > best[0]:

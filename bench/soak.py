@@ -236,6 +236,7 @@ def verify(sink: sc.SinkProcess, work: Path, msgs: list[bytes], token: str, rcpt
     extra = len(set(per) - want)
     # a sample of copies: byte-identical to what fingerprint.prepare makes with the relay's key
     from relay import fingerprint, keys
+    from relay.codes import SCHEME
     from relay.config import PROFILES
 
     key_id, key = keys.load(work / "var" / "relay.key").current
@@ -249,7 +250,7 @@ def verify(sink: sc.SinkProcess, work: Path, msgs: list[bytes], token: str, rcpt
         i = mids[c.mid]
         if i not in prepared:
             prepared[i] = fingerprint.prepare(msgs[i], SENDER, key_id, key,
-                                              PROFILES["standard"])
+                                              SCHEME.with_rate(PROFILES["standard"]))
         if hashlib.sha256(prepared[i].copy_for(c.rcpts[0])).hexdigest() != c.sha:
             wrong += 1
     distinct = len({c.sha for c in got})

@@ -413,6 +413,7 @@ def decode_times(tmp: Path, recipients: int, messages: int, repeat: int,
     messages logged (the others of other prose)."""
     from relay import decoding, fingerprint
     from relay import keys as keys_mod
+    from relay.codes import SCHEME
     from relay.tokens import excerpt_words
 
     d = tmp / "decode"
@@ -423,7 +424,7 @@ def decode_times(tmp: Path, recipients: int, messages: int, repeat: int,
                                    'key_file = "relay.key"\n')
     rcpts = [f"user{i:05d}@example.com" for i in range(recipients)]
     raw = text_html_message(30_000, "decode-target")
-    p = fingerprint.prepare(raw, SENDER, key_id, key, 1 / 6)
+    p = fingerprint.prepare(raw, SENDER, key_id, key, SCHEME.with_rate(1 / 6))
     store = log_message(d / "relay.db", p, SENDER, rcpts)
     leaker = rcpts[recipients // 3]
     leak = leak_excerpt(p.copy_for(leaker), 60, 0.4)
@@ -460,7 +461,8 @@ def decode_times(tmp: Path, recipients: int, messages: int, repeat: int,
         for i in range(messages - 1):
             k = 8 + i % 5
             paras = [pool[(i * 7 + j) % len(pool)] for j in range(k)]
-            q = fingerprint.prepare(build(paras, f"other-{i}"), SENDER, key_id, key, 1 / 6)
+            q = fingerprint.prepare(build(paras, f"other-{i}"), SENDER, key_id, key,
+                                    SCHEME.with_rate(1 / 6))
             log_message(d / "relay.db", q, SENDER, rcpts, store)
         log(f"logged {messages - 1} more messages x {recipients} recipients in "
             f"{time.perf_counter() - t0:.0f} s")

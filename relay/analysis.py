@@ -8,7 +8,7 @@ relay's threads or sockets is inherited). A worker that does not answer within t
 is killed and replaced, and the caller hears `None` (the message is then delivered untouched);
 a worker whose memory grew past RECYCLE_KIB after a message is replaced too.
 
-What crosses the boundary: the message bytes and the signing parameters one way; the Prepared
+What crosses the boundary: the message bytes, the key and the codes.Scheme one way; the Prepared
 object the other way, without its `raw` (the parent has those bytes). For the 35 KB benchmark
 message the Prepared pickle is about 190 KB, and the analysis takes 40 ms in a worker against
 30 ms in a thread (bench/hostile.py).
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .smtpclient import wire_body
 
 if TYPE_CHECKING:
+    from .codes import Scheme
     from .fingerprint import Prepared
 
 log = logging.getLogger("relay")
@@ -52,10 +53,7 @@ class Job:
     sender: str
     key_id: str
     key: bytes
-    word_rate: float
-    block: int
-    cut: int
-    rules: int
+    scheme: Scheme
     max_text: int | None
 
 
@@ -99,8 +97,8 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             conn.send(_render(job, loaded))
             continue
         try:
-            p = fingerprint.prepare(job.raw, job.sender, job.key_id, job.key, job.word_rate,
-                                    job.block, job.cut, rules=job.rules, max_text=job.max_text)
+            p = fingerprint.prepare(job.raw, job.sender, job.key_id, job.key, job.scheme,
+                                    max_text=job.max_text)
             p.raw = b""
             result: tuple[str, Any, int] = ("ok", p, _rss_kib())
         except Exception as e:  # reported to the parent, which answers 451 as before

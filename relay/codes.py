@@ -9,17 +9,18 @@ so the text/plain and text/html renderings of the same sentence carry the same b
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
 
-from .carriers import SENTENCE, WORD
+from .carriers import RULES, SENTENCE, WORD
 
 TWO64 = float(1 << 64)
 
@@ -137,13 +138,53 @@ class CodeBook:
 # --- word carriers in blocks -------------------------------------------------------------------
 
 BLOCK = 48  # word carriers per block (0 in the log: independent bits, the code before blocks)
-# How a message's word carriers are cut into blocks (stored with each message, so a message is
-# always decoded and re-signed the way it was first signed):
-EVEN = 0  # equal blocks; each doubles floor(size * rate), which wastes up to one double per block
-UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 1/6), cut
-#            within the groups of word_runs: each group of n gaps doubles floor(n * rate) in
-#            all, and no block, and so no rendering, more than its rate
+
+
+class Cut(enum.IntEnum):
+    """How a message's word carriers are cut into blocks (stored with each message, so a
+    message is always decoded and re-signed the way it was first signed)."""
+
+    EVEN = 0  # equal blocks; each doubles floor(size * rate): wastes up to one double a block
+    UNITS = 1  # blocks made of whole budget units (6 gaps holding 1 double at rate 1/6), cut
+    #            within the groups of word_runs: each group of n gaps doubles floor(n * rate)
+    #            in all, and no block, and so no rendering, more than its rate
+
+
+EVEN, UNITS = Cut.EVEN, Cut.UNITS
 CUT = UNITS
+
+# Code versions: how a recipient's 64-bit values are drawn (stored with each message).
+V2 = 2  # one SHAKE-256 stream per recipient, read at each carrier key's rank among all the
+#         message's carrier keys: scoring an excerpt reads every recipient's whole stream
+V3 = 3  # one SHAKE-256 stream per CHUNK consecutive positions of the message's reading order:
+#         scoring an excerpt reads only the chunks holding its carriers and their blocks
+VERSIONS = (V2, V3)
+CHUNK = 136  # v3: carrier positions per keyed stream: 136 values of 8 bytes fill exactly 8
+#              SHAKE-256 output blocks (136 bytes each), no squeezed byte wasted; measured
+#              against 64, 128 and 256 (README "Speed", code v3)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Everything a message is signed with but the key: logged with the message, so that its
+    retries re-sign it and a decode reads it the way it was first signed."""
+
+    version: int  # V2 or V3
+    word_rate: float  # share of word gaps doubled (config.PROFILES)
+    block: int = BLOCK  # word carriers per block; 0: independent bits (before blocks)
+    cut: Cut = CUT  # how blocks are cut
+    rules: int = RULES  # carriers.RULES the carriers were found with (0: before them)
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"unknown code version {self.version}")
+        object.__setattr__(self, "cut", Cut(self.cut))  # ValueError for an unknown cut
+
+    def with_rate(self, word_rate: float) -> Scheme:
+        return replace(self, word_rate=word_rate)
+
+
+SCHEME = Scheme(V3, 1 / 6, BLOCK, UNITS, RULES)  # new mail (word rate: the config's profile)
 
 
 def _word_keys(docs: Iterable[tuple[Sequence[bytes], Sequence[int]]]) -> list[list[bytes]]:
@@ -270,40 +311,73 @@ class Reading:
     block_ranks: np.ndarray  # (blocks read, widest) ranks of the members of each block read
     block_pad: np.ndarray  # True where a row of block_ranks is padding
     block_ones: np.ndarray  # doubles per block read (>= 1: a block doubling none reads no row)
-    key: tuple[list[bytes], list[int]] = field(repr=False, default=([], []))  # made for
+    key: tuple[Sequence[bytes], Sequence[int]] = field(repr=False, default=([], []))  # made for
+    # v3: the chunks (CHUNK positions each) the ranks above index, in this order; None (v2):
+    # the ranks index the recipient's whole stream
+    chunks: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        """Stream values one recipient's row holds for this reading."""
+        return -1 if self.chunks is None else len(self.chunks) * CHUNK
 
     def bits(self, streams: np.ndarray) -> np.ndarray:
         """Bits (uint8, one row per recipient) from stream values (uint64, one row per
         recipient, one column per rank): sentence carriers below one half; word carriers
         below the coin threshold, or, in blocks, at most the block's `ones`-th smallest
-        member value (ties doubled alike, as the loop over carriers did)."""
-        out = np.zeros((streams.shape[0], self.size), dtype=np.uint8)
-        if self.sentence.size:
-            out[:, self.sentence] = streams[:, self.sentence_rank] < np.uint64(HALF)
-        if not self.word.size:
-            return out
-        v = streams[:, self.word_rank]
-        if not self.blocked:
-            out[:, self.word] = (v < np.uint64(self.word_below) if self.word_below < 1 << 64
-                                 else True)
-            return out
-        live = self.word_block >= 0  # word carriers of a block that doubles none stay 0
-        if not live.any():
-            return out
-        members = streams[:, self.block_ranks]  # (recipients, blocks read, widest)
-        members[:, self.block_pad] = _MAX64  # padding sorts last (k <= a block's size)
-        members.sort(axis=2)
-        top = members[:, np.arange(len(self.block_ones)), self.block_ones - 1]
-        out[:, self.word[live]] = v[:, live] <= top[:, self.word_block[live]]
-        return out
+        member value (ties doubled alike, as the loop over carriers did). Every carrier is
+        one gather of its value and one of its threshold, compared at once."""
+        rank, which, can, padded, kth = self._plan
+        n = streams.shape[0]
+        if not streams.shape[1]:  # no carrier at all: whatever the list holds reads 0
+            streams = np.zeros((n, 1), dtype=np.uint64)
+        thresholds = np.empty((n, 2 + len(kth)), dtype=np.uint64)
+        thresholds[:, 0] = HALF - 1
+        thresholds[:, 1] = min(self.word_below, 1 << 64) - 1 if self.word_below else 0
+        if len(kth):
+            ext = np.concatenate((streams, np.full((n, 1), _MAX64)), axis=1)
+            members = np.take(ext, padded, axis=1)  # padding reads the last column, MAX
+            members.sort(axis=2)
+            thresholds[:, 2:] = members.reshape(n, -1).take(kth, axis=1)
+        out = np.take(streams, rank, axis=1) <= np.take(thresholds, which, axis=1)
+        out &= can
+        return out.view(np.uint8)
 
+    @property
+    def _plan(self) -> tuple[np.ndarray, ...]:
+        """Per carrier: where its value sits in a row of stream values, which threshold it is
+        compared with (0: one half, 1: the word coin, 2 + i: block row i's `ones`-th smallest)
+        and whether it can be doubled at all; the block rows' ranks with padding at -1 (the
+        MAX column appended), and each row's threshold in the flattened sorted rows. Worked out
+        on first use, once per list of carriers."""
+        got = self.__dict__.get("_plan_cache")
+        if got is None:
+            rank = np.zeros(self.size, dtype=np.intp)
+            which = np.zeros(self.size, dtype=np.intp)
+            can = np.zeros(self.size, dtype=bool)
+            rank[self.sentence] = self.sentence_rank
+            can[self.sentence] = True
+            rank[self.word] = self.word_rank
+            if not self.blocked:
+                which[self.word] = 1
+                can[self.word] = self.word_below > 0
+            else:
+                live = self.word_block >= 0  # word carriers of a block doubling none stay 0
+                which[self.word[live]] = 2 + self.word_block[live]
+                can[self.word[live]] = True
+            padded = np.where(self.block_pad, -1, self.block_ranks)
+            widest = self.block_ranks.shape[1] if self.block_ranks.ndim == 2 else 0
+            kth = np.arange(len(self.block_ones)) * widest + self.block_ones - 1
+            got = (rank, which, can, padded, kth.astype(np.intp))
+            self.__dict__["_plan_cache"] = got
+        return got
 
-def _same(items: Sequence, saved: list) -> bool:
-    return (items if isinstance(items, list) else list(items)) == saved
+def _same(items: Sequence, saved: Sequence) -> bool:
+    return items is saved or (items if isinstance(items, list) else list(items)) == list(saved)
 
 
 class MessageCode:
-    """Every recipient's bits for one logged message.
+    """Every recipient's bits for one logged message, signed with `scheme`.
 
     Sentence carriers are fair keyed coins. Word carriers are, with `block` > 0, exactly
     `ones` of each block (the ones whose keyed uniforms are smallest in the block; blocks cut
@@ -311,19 +385,38 @@ class MessageCode:
     coins of probability `word_rate`. `docs` are the message's documents as (carrier keys of
     every gap, gap classes).
 
+    Where a recipient's values come from depends on the code version: V2 reads one stream per
+    recipient at each carrier key's rank among all of them (CodeBook); V3 gives each carrier
+    key a position (the message's reading order: documents in part order, each key at its
+    first occurrence; the plain and HTML renderings of a sentence share keys and so positions)
+    and reads position i from the keyed stream of chunk i // CHUNK, so scoring an excerpt
+    computes only the chunks its carriers and their blocks' members fall in. Chunk c of
+    recipient r: SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || c as 4 bytes big-endian
+    || r lower-cased, UTF-8), read as CHUNK little-endian 64-bit values: one hash call per
+    chunk and recipient, no per-recipient seed.
+
     Bits are computed in bulk (numpy) through a `Reading` of the carrier list, made once per
-    list: `bits` keeps the last one (a copy's carriers are the same for every recipient),
+    list: `bits_row` keeps the last one (a copy's carriers are the same for every recipient),
     `bits_many` and `disagreements` read many recipients at once (the decoder's scoring).
     """
 
     def __init__(self, key: bytes, identity: str,
-                 docs: Sequence[tuple[Sequence[bytes], Sequence[int]]],
-                 word_rate: float, block: int, cut: int) -> None:
-        universe = {c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k}
-        self.book = CodeBook(key, identity, universe)
-        self.word_rate = word_rate
-        self.blocks = Blocks.of(docs, word_rate, block, cut) if block else None
-        self._rank = self.book.ranks(())
+                 docs: Sequence[tuple[Sequence[bytes], Sequence[int]]], scheme: Scheme) -> None:
+        self.scheme = scheme
+        self.word_rate = scheme.word_rate
+        carriers = (c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k)
+        self.book: CodeBook | None = None
+        if scheme.version == V2:
+            self.book = CodeBook(key, identity, set(carriers))
+            self._rank = self.book.ranks(())
+        else:
+            sub = _sub(key, b"relay/code/v3|" + identity.encode())
+            self._rank = {c: i for i, c in enumerate(dict.fromkeys(carriers))}
+            # chunk i's prefix: the message's secret and i; the recipient follows (fixed-length
+            # prefix, so the input is unambiguous)
+            self._tags = [sub + struct.pack(">I", i) for i in range(-(-len(self._rank) // CHUNK))]
+        self.blocks = (Blocks.of(docs, scheme.word_rate, scheme.block, scheme.cut)
+                       if scheme.block else None)
         # where each block's members read the stream: fixed per message, not per copy
         self._block_ranks = tuple(tuple(self._rank[m] for m in members)
                                   for members in self.blocks.members) if self.blocks else ()
@@ -370,11 +463,22 @@ class MessageCode:
         ones = np.array([blocks.ones[b] for b in used] if blocks is not None else [],
                         dtype=np.intp)
         ix = np.intp
-        return Reading(len(ckeys), np.array(sent, dtype=ix), np.array(sent_rank, dtype=ix),
-                       np.array(word, dtype=ix), np.array(word_rank, dtype=ix),
+        s_rank, w_rank = np.array(sent_rank, dtype=ix), np.array(word_rank, dtype=ix)
+        chunks = None
+        if self.scheme.version == V3:  # only the chunks read, renumbered densely
+            chunks = np.unique(np.concatenate([s_rank, w_rank, ranks[~pad]]) // CHUNK)
+
+            def dense(pos: np.ndarray) -> np.ndarray:
+                return np.searchsorted(chunks, pos // CHUNK) * CHUNK + pos % CHUNK
+
+            s_rank, w_rank = dense(s_rank), dense(w_rank)
+            ranks = np.where(pad, 0, dense(ranks))
+        return Reading(len(ckeys), np.array(sent, dtype=ix), s_rank,
+                       np.array(word, dtype=ix), w_rank,
                        blocks is not None, word_threshold(self.word_rate),
                        np.array(local, dtype=ix), ranks, pad, ones,
-                       (list(ckeys), list(classes)))
+                       (ckeys if isinstance(ckeys, list) else list(ckeys),
+                        classes if isinstance(classes, list) else list(classes)), chunks)
 
     def _reading(self, ckeys: Sequence[bytes], classes: Sequence[int]) -> Reading:
         """The last Reading made, when it was made for these very carriers (a copy's are the
@@ -387,21 +491,42 @@ class MessageCode:
         self._last = made  # replaces the saved one meanwhile
         return made
 
-    def streams(self, recipients: Sequence[str]) -> np.ndarray:
-        """Stream values (uint64), one row per recipient, one column per rank."""
-        n = len(self._rank)
-        raw = b"".join(self.book.stream_bytes(r, n) for r in recipients)
-        return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(recipients), n)
+    def streams(self, recipients: Sequence[str], chunks: np.ndarray | None = None) -> np.ndarray:
+        """Stream values (uint64), one row per recipient: v2, one column per rank; v3, CHUNK
+        columns per chunk of `chunks` (all of them when None), in that order."""
+        if self.book is not None:
+            n = len(self._rank)
+            raw = b"".join([self.book.stream_bytes(r, n) for r in recipients])
+            return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(recipients), n)
+        tags = self._tags if chunks is None else [self._tags[c] for c in chunks.tolist()]
+        size, shake = 8 * CHUNK, hashlib.shake_256
+        raw = b"".join([shake(t + r).digest(size)
+                        for r in [r.lower().encode("utf-8", "surrogateescape")
+                                  for r in recipients]
+                        for t in tags])
+        return np.frombuffer(raw, dtype="<u8").reshape(len(recipients), len(tags) * CHUNK)
 
     def bits(self, recipient: str, ckeys: Sequence[bytes], classes: Sequence[int]) -> list[int]:
-        return self._reading(ckeys, classes).bits(self.streams([recipient]))[0].tolist()
+        return self.bits_row(recipient, ckeys, classes).tolist()
+
+    def bits_row(self, recipient: str, ckeys: Sequence[bytes],
+                 classes: Sequence[int]) -> np.ndarray:
+        """One copy's bits (uint8) for the carriers `ckeys`: the Reading of the list is made
+        once (the last one is kept, and found again at once when `ckeys` is the same list
+        object), then per copy one seed, its streams and array operations."""
+        reading = self._reading(ckeys, classes)
+        return reading.bits(self.streams([recipient], reading.chunks))[0]
+
+    def _step(self, reading: Reading) -> int:
+        width = len(self._rank) if reading.chunks is None else reading.width
+        return max(1, _CHUNK // max(1, width))
 
     def bits_many(self, recipients: Sequence[str], reading: Reading) -> np.ndarray:
         """Bits of many recipients (uint8, a row each), read in chunks of bounded memory."""
         out = np.zeros((len(recipients), reading.size), dtype=np.uint8)
-        step = max(1, _CHUNK // max(1, len(self._rank)))
+        step = self._step(reading)
         for i in range(0, len(recipients), step):
-            out[i:i + step] = reading.bits(self.streams(recipients[i:i + step]))
+            out[i:i + step] = reading.bits(self.streams(recipients[i:i + step], reading.chunks))
         return out
 
     def disagreements(self, recipients: Sequence[str], ckeys: Sequence[bytes],
@@ -412,8 +537,8 @@ class MessageCode:
         reading = self.reading(ckeys, classes)
         y = np.asarray(observed, dtype=np.uint8)
         out: list[int] = []
-        step = max(1, _CHUNK // max(1, len(self._rank)))
+        step = self._step(reading)
         for i in range(0, len(recipients), step):
-            b = reading.bits(self.streams(recipients[i:i + step]))
+            b = reading.bits(self.streams(recipients[i:i + step], reading.chunks))
             out.extend((b != y).sum(axis=1).tolist())
         return out

@@ -50,8 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import analysis, dsn, smtpclient
-from .carriers import RULES
-from .codes import BLOCK, CUT, message_identity
+from .codes import SCHEME, message_identity
 from .config import Config
 from .keys import KeyError_, Keyring
 from .metrics import Metrics
@@ -533,7 +532,7 @@ class Deliverer:
     async def _fanout(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
         identity = await self._identity_of(txn)
         key_id, key = self.keyring.current
-        word_rate, block, cut, rules = self.cfg.word_rate, BLOCK, CUT, RULES
+        scheme = SCHEME.with_rate(self.cfg.word_rate)
         earlier = await self.store.call("signing_of", identity)
         if earlier is None and len(txn.data) > self.cfg.max_message_bytes:
             return await self._untouched(txn, rcpts, stop_new, identity,
@@ -543,16 +542,15 @@ class Deliverer:
             # an earlier attempt delivered it untouched to some: the rest gets the same
             return await self._untouched(txn, rcpts, stop_new, identity,
                                          "an earlier attempt delivered it untouched")
-        if earlier is not None:  # a retry: same key, rate and rules as the copies already sent
+        if earlier is not None:  # a retry: same key and scheme as the copies already sent
             try:
-                key_id, word_rate, block, cut, rules = earlier
+                key_id, scheme = earlier
                 key = self.keyring.get(key_id)
             except KeyError_:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current
-        job = analysis.Job(txn.data, txn.sender, key_id, key, word_rate, block, cut, rules,
-                           self.cfg.max_text_bytes)
+        job = analysis.Job(txn.data, txn.sender, key_id, key, scheme, self.cfg.max_text_bytes)
         try:
             prepared = await self._analysed(identity, job, stop_new)
         except analysis.AnalysisFailed as e:

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from . import mime, template
 from .carriers import NONE, RULES, Gap, Layout, analyse_html, analyse_plain
 from .codes import (
-    BLOCK,
-    CUT,
+    SCHEME,
     MessageCode,
+    Scheme,
     bias,
     carrier_keys,
     message_identity,
@@ -55,10 +57,7 @@ class Prepared:
     raw: bytes
     identity: str
     key_id: str
-    word_rate: float
-    block: int
-    block_cut: int
-    rules: int  # carriers.RULES the message is signed with
+    scheme: Scheme  # code version, word rate, blocks and carrier rules it is signed with
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
@@ -79,8 +78,7 @@ class Prepared:
     def log_entry(self, sender: str) -> dict[str, Any]:
         """Keyword arguments for Store.record_message: what the log keeps of this message."""
         return {
-            "identity": self.identity, "key_id": self.key_id, "word_rate": self.word_rate,
-            "block": self.block, "block_cut": self.block_cut, "carrier_rules": self.rules,
+            "identity": self.identity, "key_id": self.key_id, "scheme": self.scheme,
             "sender": sender,
             "size": len(self.raw), **self.meta,
             "documents": [(d.part, d.kind, d.words_blob, d.classes, d.arrived)
@@ -88,9 +86,10 @@ class Prepared:
             "doc_shingles": [d.shingles() for d in self.documents],
         }
 
-    def bits_for(self, recipient: str) -> list[int]:
+    def bits_for(self, recipient: str) -> np.ndarray:
+        """The recipient's bits (uint8), one per carrier in copy order, computed in bulk."""
         assert self._code is not None
-        return self._code.bits(recipient, self._ckeys, self._classes)
+        return self._code.bits_row(recipient, self._ckeys, self._classes)
 
     def copy_for(self, recipient: str) -> bytes:
         """The recipient's copy: the original bytes with its carrier gaps set to its code (and
@@ -224,28 +223,26 @@ def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[i
     return kept
 
 
-def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
-            block: int = BLOCK, cut: int = CUT, rules: int = RULES,
+def prepare(raw: bytes, sender: str, key_id: str, key: bytes, scheme: Scheme = SCHEME,
             max_text: int | None = None) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged), and so is the whole message when its MIME structure is
-    ambiguous (`ambiguity`, a typed mime.Ambiguity). `block`: word carriers per block
-    (codes.Blocks); 0 for independent bits, as messages logged before blocks were signed. `cut`:
-    how blocks are cut (codes.EVEN for messages logged before codes.UNITS). `rules`: the
-    carrier rules (carriers.RULES; 0 for messages logged before them). A text part whose decoded
+    ambiguous (`ambiguity`, a typed mime.Ambiguity). `scheme` (codes.Scheme): the code
+    version, word rate, blocks (codes.Blocks; block 0 for independent bits, as messages logged
+    before blocks were signed; cut EVEN for messages logged before UNITS) and carrier rules
+    (carriers.RULES; 0 for messages logged before them). A text part whose decoded
     body has more than `max_text` bytes leaves the whole message untouched (`untouched` says
     why), before anything is decoded: analysis costs time and memory in proportion to the
     text."""
     identity = message_identity(raw, sender)
+    rules, word_rate = scheme.rules, scheme.word_rate
     try:
         found = mime.analyse(raw, strict=rules >= 1, max_text=max_text)
     except mime.TooLarge as e:
-        return Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                        block=block, block_cut=cut, rules=rules, meta={}, documents=[],
-                        skipped=[], untouched=str(e))
-    p = Prepared(raw=raw, identity=identity, key_id=key_id, word_rate=word_rate,
-                 block=block, block_cut=cut, rules=rules, meta=_meta(raw), documents=[],
-                 skipped=list(found.skipped), ambiguity=found.ambiguity)
+        return Prepared(raw=raw, identity=identity, key_id=key_id, scheme=scheme, meta={},
+                        documents=[], skipped=[], untouched=str(e))
+    p = Prepared(raw=raw, identity=identity, key_id=key_id, scheme=scheme, meta=_meta(raw),
+                 documents=[], skipped=list(found.skipped), ambiguity=found.ambiguity)
     if found.ambiguity is not None:
         p.skipped = [f"message: {found.ambiguity}"]
     docs: list[tuple[list[bytes], bytes]] = []
@@ -285,7 +282,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, word_rate: float,
         p._ckeys.extend(ckeys[i] for i, _ in gaps)
         p._classes.extend(g.cls for _, g in gaps)
         docs.append((ckeys, classes))
-    p._code = MessageCode(key, identity, docs, word_rate, block, cut)
+    p._code = MessageCode(key, identity, docs, scheme)
     if p._parts:
         p._template = _template(p)
     for reason in p.skipped:

@@ -28,15 +28,15 @@ def copy_made_from(log: Log, later: str, earlier: str, keyring: Keyring,
     """Whose copy of `earlier` the later message `later` was made from (a forward, a quote, a
     second filter): its text, as it arrived at the relay, read as an excerpt of `earlier`.
     Returns (recipient or None, whether the arrival was logged at all)."""
-    m_earlier, m_later = log.message(earlier), log.message(later)
-    if m_earlier["key_id"] != m_later["key_id"]:
+    s_earlier, s_later = log.signing_of(earlier), log.signing_of(later)
+    if s_earlier is None or s_later is None or s_earlier[0] != s_later[0]:
         return None, False  # word hashes under different keys cannot be aligned
     try:
-        key = keyring.get(m_earlier["key_id"])
+        key = keyring.get(s_earlier[0])
     except KeyError_:
         return None, False
     docs = log.documents_of(earlier)
-    code = derived.code(log, earlier, key, m_earlier)
+    code = derived.code(log, earlier, key, s_earlier[1])
     best: tuple[float, str | None] = (1.0, None)
     logged = False
     for doc in log.documents_of(later):

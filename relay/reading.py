@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from .align import Alignment, align
 from .carriers import SENTENCE, WORD
-from .codes import MessageCode, bias, carrier_keys, shingles, unpack_hashes, word_hashes
+from .codes import MessageCode, Scheme, bias, carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
 from .score import block_pmf, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
@@ -29,6 +29,7 @@ class Log(Protocol):
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]: ...
     def document(self, doc_id: int) -> Any: ...
     def message(self, identity: str) -> dict: ...
+    def signing_of(self, identity: str) -> tuple[str, Scheme] | None: ...
     def recipients(self, identity: str) -> list[str]: ...
     def documents_of(self, identity: str) -> list[Any]: ...
 
@@ -78,11 +79,10 @@ class Derived:
             self.ckeys[doc.id] = carrier_keys(unpack_hashes(doc.words))
         return self.ckeys[doc.id]
 
-    def code(self, log: Log, identity: str, key: bytes, msg: dict[str, Any]) -> MessageCode:
+    def code(self, log: Log, identity: str, key: bytes, scheme: Scheme) -> MessageCode:
         if identity not in self.codes:
             docs = [(self.carrier_keys(d), d.classes) for d in log.documents_of(identity)]
-            self.codes[identity] = MessageCode(key, identity, docs, msg["word_rate"],
-                                               msg["block"], msg["block_cut"])
+            self.codes[identity] = MessageCode(key, identity, docs, scheme)
         return self.codes[identity]
 
 
@@ -140,14 +140,14 @@ def matches(words: Sequence[ExcerptWord], log: Log, keyring: Keyring,
         hashes = word_hashes(key, norms)
         for doc_id, _hits in log.find_documents(shingles(hashes)):
             doc = log.document(doc_id)
-            msg = log.message(doc.identity)
-            if msg["key_id"] != key_id:
+            signing = log.signing_of(doc.identity)
+            if signing is None or signing[0] != key_id:
                 continue
             a: Alignment = align(hashes, gaps, unpack_hashes(doc.words))
             if not found(a, len(words)):
                 continue
             fits.setdefault(doc.identity, []).append(Fit(doc, a, derived.carrier_keys(doc)))
-            codes[doc.identity] = derived.code(log, doc.identity, key, msg)
+            codes[doc.identity] = derived.code(log, doc.identity, key, signing[1])
     out = []
     for identity, fs in fits.items():
         most = max(f.alignment.matched for f in fs)

@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .codes import Scheme
+
 PENDING, ACCEPTED, TEMPFAIL, PERMFAIL = "pending", "accepted", "tempfail", "permfail"
 
 
@@ -111,6 +113,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE documents ADD COLUMN arrived BLOB;
     """,
+    # 7: the code version (codes.V2, codes.V3) of the message's keyed values; messages logged
+    # before were all V2 (one stream per recipient over every carrier)
+    """
+    ALTER TABLE messages ADD COLUMN code_version INTEGER NOT NULL DEFAULT 2;
+    """,
 ]
 
 
@@ -195,8 +202,7 @@ class Store:
 
     # --- relay side ---------------------------------------------------------------------
 
-    def record_message(self, *, identity: str, key_id: str, word_rate: float, block: int,
-                       block_cut: int, carrier_rules: int, sender: str,
+    def record_message(self, *, identity: str, key_id: str, scheme: Scheme, sender: str,
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[Any, ...]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
@@ -210,8 +216,9 @@ class Store:
                     return
                 carriers = sum(sum(1 for c in d[3] if c) for d in documents)
                 self.db["messages"].insert({
-                    "identity": identity, "key_id": key_id, "word_rate": word_rate,
-                    "block": block, "block_cut": block_cut, "carrier_rules": carrier_rules,
+                    "identity": identity, "key_id": key_id, "word_rate": scheme.word_rate,
+                    "block": scheme.block, "block_cut": int(scheme.cut),
+                    "carrier_rules": scheme.rules, "code_version": scheme.version,
                     "sender": sender,
                     "message_id": message_id, "subject": subject, "date": date, "size": size,
                     "carriers": carriers, "created_at": time.time(),
@@ -270,16 +277,17 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
-    def signing_of(self, identity: str) -> tuple[str, float, int, int, int] | None:
-        """(key_id, word_rate, block, block cut, carrier rules) a logged message was signed
-        with; None if not logged yet. A retry must make its copies with these, even after a key
-        rotation, a profile change or an upgrade."""
+    def signing_of(self, identity: str) -> tuple[str, Scheme] | None:
+        """(key_id, codes.Scheme) a logged message was signed with; None if not logged yet. A
+        retry must make its copies with these, even after a key rotation, a profile change or
+        an upgrade, and a decode reads them the same way."""
         try:
-            row = self.db.execute("SELECT key_id, word_rate, block, block_cut, carrier_rules "
-                                  "FROM messages WHERE identity = ?", [identity]).fetchone()
+            row = self.db.execute("SELECT key_id, code_version, word_rate, block, block_cut, "
+                                  "carrier_rules FROM messages WHERE identity = ?",
+                                  [identity]).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read messages: {e}") from None
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else (row[0], Scheme(*row[1:]))
 
     def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
         """Note every recipient a copy is about to be made for (state pending) in one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import itertools
 import math
 import re
 import struct
@@ -21,9 +22,12 @@ from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
 from relay.codes import (
     EVEN,
     UNITS,
+    V2,
+    V3,
     Blocks,
     CodeBook,
     MessageCode,
+    Scheme,
     bias,
     budget_unit,
     carrier_keys,
@@ -346,8 +350,8 @@ def test_each_rendering_doubles_at_most_its_share() -> None:
     """The plain text (wrapped at 72, so its line ends are not carriers) and its HTML
     alternative: per recipient, each doubles at most one word gap in six."""
     docs = _docs(900)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
-    even = MessageCode(KEY, IDENT, docs, 1 / 6, 48, EVEN)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
+    even = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, EVEN))
     over_even = 0
     for r in range(40):
         for ck, cl in docs:
@@ -361,7 +365,7 @@ def test_each_rendering_doubles_at_most_its_share() -> None:
 
 def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
     docs = _docs()
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     assert code.blocks is not None and len(code.blocks.members) >= 10
     ck, cl = docs[0]
     for r in ("alice@example.com", "bob@example.com", "x@y.org"):
@@ -378,7 +382,7 @@ def test_block_code_doubles_exactly_its_share_in_every_block() -> None:
 
 def test_block_code_same_bit_in_plain_and_html() -> None:
     docs = _docs(600)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     (ckp, clp), (ckh, clh) = docs
     bp = dict(zip(ckp, code.bits("alice@example.com", ckp, clp), strict=True))
     bh = dict(zip(ckh, code.bits("alice@example.com", ckh, clh), strict=True))
@@ -391,7 +395,7 @@ def test_block_code_uniform_over_recipients() -> None:
     """Each word carrier is doubled for about one recipient in six, and two recipients' codes
     agree no more than chance says."""
     docs = _docs(300)
-    code = MessageCode(KEY, IDENT, docs, 1 / 6, 48, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
     ck, cl = docs[0]
     words = [c for c, k in zip(ck, cl, strict=True) if k == WORD]
     n = 3000
@@ -408,7 +412,7 @@ def test_block_code_uniform_over_recipients() -> None:
 def test_legacy_code_is_the_independent_codebook() -> None:
     """block 0 (messages logged before blocks): exactly the bits CodeBook always gave."""
     docs = _docs(400)
-    code = MessageCode(KEY, IDENT, docs, 0.16, 0, UNITS)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V2, 0.16, 0, UNITS))
     ck, cl = docs[0]
     keep = [i for i, k in enumerate(cl) if k]
     keys_ = [ck[i] for i in keep]
@@ -425,19 +429,31 @@ def test_legacy_code_is_the_independent_codebook() -> None:
 def _reference_bits(key: bytes, identity: str,
                     docs: list[tuple[list[bytes], bytes]], rate: float, block: int,
                     cut: int, recipient: str, ckeys: list[bytes],
-                    classes: list[int]) -> list[int]:
+                    classes: list[int], version: int = V2) -> list[int]:
     """A recipient's bits written out carrier by carrier, as the relay computed them before the
-    bulk path: SHAKE-256 seeded with HMAC(HMAC(key, "relay/code/v2|" + identity), recipient),
-    read at each key's rank in the message's sorted carrier keys; a sentence gap doubled below
-    one half; a word gap doubled below the rate (no blocks) or when its value is at most the
-    `ones`-th smallest of its block."""
-    sub = hmac.new(key, b"relay/code/v2|" + identity.encode(), hashlib.sha256).digest()
-    seed = hmac.new(sub, recipient.lower().encode("utf-8", "surrogateescape"),
-                    hashlib.sha256).digest()
-    universe = sorted({c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k})
+    bulk path: v2, SHAKE-256 seeded with HMAC(HMAC(key, "relay/code/v2|" + identity),
+    recipient), read at each key's rank in the message's sorted carrier keys (big-endian);
+    v3, position i of the message's reading order (documents in order, each carrier key at its
+    first occurrence) read from SHAKE-256(HMAC(key, "relay/code/v3|" + identity) || i // 136
+    as 4 bytes big-endian || recipient) at i % 136 (little-endian). A sentence gap
+    doubled below one half; a word gap doubled below the rate (no blocks) or when its value is
+    at most the `ones`-th smallest of its block."""
+    label = b"relay/code/v%d|" % version
+    sub = hmac.new(key, label + identity.encode(), hashlib.sha256).digest()
+    who = recipient.lower().encode("utf-8", "surrogateescape")
+    seed = hmac.new(sub, who, hashlib.sha256).digest()
+    carriers = [c for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k]
+    if version == V2:
+        universe = sorted(set(carriers))
+        n = len(universe)
+        stream = struct.unpack(f">{n}Q", hashlib.shake_256(seed).digest(8 * n))
+    else:
+        universe = list(dict.fromkeys(carriers))
+        stream = ()
+        for i in range(0, len(universe), 136):
+            stream += struct.unpack("<136Q", hashlib.shake_256(
+                sub + struct.pack(">I", i // 136) + who).digest(8 * 136))
     rank = {c: i for i, c in enumerate(universe)}
-    n = len(universe)
-    stream = struct.unpack(f">{n}Q", hashlib.shake_256(seed).digest(8 * n))
     blocks = Blocks.of(docs, rate, block, cut) if block else None
     out = []
     for c, cls in zip(ckeys, classes, strict=True):
@@ -491,21 +507,23 @@ def _messages(draw: st.DrawFn, rate: float) -> tuple[list[tuple[list[bytes], byt
 @given(data=st.data(), key=st.binary(min_size=16, max_size=32),
        identity=st.text(min_size=1, max_size=64),
        recipients=st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=4),
-       scheme=st.sampled_from(_SCHEMES),
+       scheme=st.sampled_from(_SCHEMES), version=st.sampled_from([V2, V3]),
        rate=st.sampled_from([1 / 6, 0.3, 0.16, 0.05, 0.5, 0.0]))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_bulk_bits_equal_the_reference(data: st.DataObject, key: bytes, identity: str,
                                        recipients: list[str], scheme: tuple[int, int],
-                                       rate: float) -> None:
-    """Every logged scheme (independent bits; EVEN blocks; UNITS blocks, at several block
-    sizes and rates) gives exactly the reference's bits, for one recipient (a copy) and for
-    many at once (the decoder's scoring), and the decoder's disagreement counts."""
+                                       version: int, rate: float) -> None:
+    """Every logged scheme (code v2: independent bits; EVEN blocks; UNITS blocks, at several
+    block sizes and rates; and the same under code v3) gives exactly the reference's bits, for
+    one recipient (a copy) and for many at once (the decoder's scoring, which under v3 computes
+    only the chunks the list and its blocks read), and the decoder's disagreement counts."""
     docs, ckeys, classes = data.draw(_messages(rate))
     block, cut = scheme
-    code = MessageCode(key, identity, docs, rate, block, cut)
-    want = [_reference_bits(key, identity, docs, rate, block, cut, r, ckeys, classes)
+    code = MessageCode(key, identity, docs, Scheme(version, rate, block, cut))
+    want = [_reference_bits(key, identity, docs, rate, block, cut, r, ckeys, classes, version)
             for r in recipients]
     assert [code.bits(r, ckeys, classes) for r in recipients] == want
+    assert [code.bits_row(r, ckeys, classes).tolist() for r in recipients] == want
     assert code.bits_many(recipients, code.reading(ckeys, classes)).tolist() == want
     observed = [(i * 7 + 3) % 5 % 2 for i in range(len(ckeys))]
     assert code.disagreements(recipients, ckeys, classes, observed) == [
@@ -519,15 +537,57 @@ def test_bulk_bits_on_real_renderings() -> None:
     pairs = [(c, k) for ck, cl in docs for c, k in zip(ck, cl, strict=True) if k]
     ckeys, classes = [c for c, _ in pairs], [k for _, k in pairs]
     rcpts = [f"User{i}@Example.com" for i in range(30)]
-    for block, cut in _SCHEMES:
-        code = MessageCode(KEY, IDENT, docs, 1 / 6, block, cut)
+    for (block, cut), version in itertools.product(_SCHEMES, (V2, V3)):
+        code = MessageCode(KEY, IDENT, docs, Scheme(version, 1 / 6, block, cut))
         for r in rcpts:
             assert code.bits(r, ckeys, classes) == _reference_bits(
-                KEY, IDENT, docs, 1 / 6, block, cut, r, ckeys, classes)
+                KEY, IDENT, docs, 1 / 6, block, cut, r, ckeys, classes, version)
         ck, cl = docs[1]
         assert code.bits_many(rcpts, code.reading(ck, list(cl))).tolist() == [
-            _reference_bits(KEY, IDENT, docs, 1 / 6, block, cut, r, ck, list(cl))
+            _reference_bits(KEY, IDENT, docs, 1 / 6, block, cut, r, ck, list(cl), version)
             for r in rcpts]
+
+
+def test_v3_excerpt_reads_only_its_chunks() -> None:
+    """Code v3: what an excerpt of a long message shows reads the chunks of its carriers and
+    of their blocks' members, a few whatever the message's length, and gives the same bits
+    as the whole stream."""
+    docs = _docs(1500)
+    code = MessageCode(KEY, IDENT, docs, Scheme(V3, 1 / 6, 48, UNITS))
+    ck, cl = docs[0]
+    pairs = [(c, k) for c, k in zip(ck, cl, strict=True) if k][400:460]
+    reading = code.reading([c for c, _ in pairs], [k for _, k in pairs])
+    total = -(-len({c for d, dc in docs for c, k in zip(d, dc, strict=True) if k}) // codes.CHUNK)
+    assert reading.chunks is not None and 1 <= len(reading.chunks) <= 4 < total
+    rcpts = [f"u{i}@example.com" for i in range(20)]
+    full = code.reading(ck, list(cl))
+    assert len(full.chunks) > len(reading.chunks)
+    at = {c: j for j, c in enumerate(ck)}
+    want = code.bits_many(rcpts, full)[:, [at[c] for c, _ in pairs]]
+    assert (code.bits_many(rcpts, reading) == want).all()
+
+
+def test_versions_give_different_codes() -> None:
+    """The same message, key and recipient under v2 and v3: unrelated bits (a new version is
+    a new code), the same carriers and blocks."""
+    docs = _docs(600)
+    v2 = MessageCode(KEY, IDENT, docs, Scheme(V2, 1 / 6, 48, UNITS))
+    v3 = MessageCode(KEY, IDENT, docs, Scheme(V3, 1 / 6, 48, UNITS))
+    assert v2.blocks == v3.blocks
+    ck, cl = docs[0]
+    a, b = v2.bits("alice@example.com", ck, list(cl)), v3.bits("alice@example.com", ck, list(cl))
+    assert a != b
+
+
+def test_scheme_is_one_checked_value() -> None:
+    s = codes.SCHEME.with_rate(0.3)
+    assert (s.version, s.word_rate, s.block, s.cut) == (V3, 0.3, codes.BLOCK, UNITS)
+    assert Scheme(2, 0.16, 0, 0, 0).cut is EVEN and Scheme(2, 0.16, 0, 0, 0) == Scheme(
+        V2, 0.16, 0, EVEN, 0)
+    with pytest.raises(ValueError):
+        Scheme(4, 1 / 6)
+    with pytest.raises(ValueError):
+        Scheme(V3, 1 / 6, 48, 7)
 
 
 @given(values=st.lists(st.sampled_from([0, 1, 2, 3, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1]),

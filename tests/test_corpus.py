@@ -14,6 +14,7 @@ from pathlib import Path
 import clients
 import pytest
 
+from relay.codes import SCHEME
 from relay.fingerprint import prepare
 from relay.policy import normalise_newlines
 
@@ -46,7 +47,7 @@ def test_corpus_present() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_corpus_message_fingerprints_or_passes(path: Path) -> None:
     raw = normalise_newlines(path.read_bytes())
-    p = prepare(raw, "sender@example.com", "k1", KEY, 0.5)
+    p = prepare(raw, "sender@example.com", "k1", KEY, SCHEME.with_rate(0.5))
     copies = [p.copy_for(f"user{i}@example.com") for i in range(3)]
     if has_defects(raw):  # readers could disagree about its structure: left whole
         assert p.ambiguity is not None and all(c == raw for c in copies)

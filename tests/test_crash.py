@@ -346,12 +346,13 @@ def expected_copies(workdir: Path, data: bytes, rcpts: list[str]) -> dict[str, b
     as it is)."""
     sys.path.insert(0, str(ROOT))
     from relay import fingerprint, keys
+    from relay.codes import SCHEME
     from relay.config import PROFILES
 
     word_rate = PROFILES["standard"]
 
     key_id, key = keys.load(workdir / "var" / "relay.key").current
-    p = fingerprint.prepare(data, SENDER, key_id, key, word_rate)
+    p = fingerprint.prepare(data, SENDER, key_id, key, SCHEME.with_rate(word_rate))
     return {r: p.copy_for(r) for r in rcpts}
 
 

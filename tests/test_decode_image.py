@@ -19,6 +19,7 @@ import pytest
 from conftest import require_tool
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
 
+from relay.codes import SCHEME
 from relay.fingerprint import prepare
 from relay.store import ACCEPTED, Store
 
@@ -51,7 +52,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, by
                       + "</body></html>", subtype="html")
     raw = m.as_bytes().replace(b"\n", b"\r\n")
     key = bytes.fromhex(KEY_HEX)
-    p = prepare(raw, "ceo@example.com", "k1", key, 0.16)
+    p = prepare(raw, "ceo@example.com", "k1", key, SCHEME.with_rate(0.16))
     store = Store(tmp / "relay.db")
     store.record_message(**p.log_entry("ceo@example.com"))
     rcpts = [f"staff{i:04d}@example.com" for i in range(1000)]

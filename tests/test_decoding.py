@@ -20,7 +20,11 @@ from relay.codes import (
     BLOCK,
     CUT,
     EVEN,
+    SCHEME,
+    V2,
+    V3,
     MessageCode,
+    Scheme,
     bias,
     carrier_keys,
     message_identity,
@@ -87,7 +91,7 @@ class MemLog:
 
     def add(self, text: str, recipients: Sequence[str], *, subject: str, key_id: str = "k1",
             key: bytes = K1, rate: float = RATE, sender: str = "boss@example.com",
-            block: int = BLOCK, cut: int = CUT) -> Logged:
+            block: int = BLOCK, cut: int = CUT, version: int = SCHEME.version) -> Logged:
         raw = f"Subject: {subject}\r\n\r\n{text}".encode()
         identity = message_identity(raw, sender)
         layout = analyse_plain(text)
@@ -102,12 +106,11 @@ class MemLog:
             self.index[s].add(doc_id)
         meta = {"message_id": f"<{subject.replace(' ', '.')}@example.com>", "subject": subject,
                 "date": "Mon, 23 Nov 2026 10:00:00 +0000"}
-        self.msgs[identity] = ({"key_id": key_id, "word_rate": rate, "block": block,
-                                "block_cut": cut, **meta},
-                               sorted(recipients))
+        scheme = Scheme(version, rate, block, cut)
+        self.msgs[identity] = ({"key_id": key_id, "scheme": scheme, **meta}, sorted(recipients))
         return Logged(identity, text, gaps, [ck[i] for i, _ in gaps],
                       [g.cls for _, g in gaps],
-                      MessageCode(key, identity, [(ck, classes)], rate, block, cut), meta,
+                      MessageCode(key, identity, [(ck, classes)], scheme), meta,
                       sorted(recipients))
 
     def find_documents(self, hashes: Sequence[int], limit: int = 20) -> list[tuple[int, int]]:
@@ -122,6 +125,10 @@ class MemLog:
 
     def message(self, identity: str) -> dict[str, Any]:
         return dict(self.msgs[identity][0])
+
+    def signing_of(self, identity: str) -> tuple[str, Scheme] | None:
+        m = self.msgs.get(identity)
+        return None if m is None else (m[0]["key_id"], m[0]["scheme"])
 
     def recipients(self, identity: str) -> list[str]:
         return list(self.msgs[identity][1])
@@ -388,17 +395,20 @@ def test_json_shape(big: tuple[MemLog, Logged]) -> None:
 
 
 def test_message_logged_before_blocks_still_decodes() -> None:
-    """A message logged with block 0 (independent bits, before blocks existed) or with blocks
-    cut evenly (before UNITS) is decoded with the code it was signed with, next to a message
-    signed with the current code."""
+    """A message logged with block 0 (independent bits, before blocks existed), with blocks
+    cut evenly (before UNITS) or with code v2 (before v3) is decoded with the code it was
+    signed with, next to a message signed with the current code (v3)."""
     log = MemLog()
-    old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0)
-    even = log.add(GPL.replace("software", "works"), staff(300), subject="even", cut=EVEN)
+    old = log.add(GPL, staff(300), subject="old", rate=0.16, block=0, version=V2)
+    even = log.add(GPL.replace("software", "works"), staff(300), subject="even", cut=EVEN,
+                   version=V2)
+    v2 = log.add(GPL.replace("software", "code"), staff(300), subject="v2", version=V2)
     new = log.add(GPL.replace("software", "programs"), staff(300), subject="new")
+    assert new.code.scheme == SCHEME.with_rate(RATE) and new.code.scheme.version == V3
     assert old.code.blocks is None and new.code.blocks is not None
     assert even.code.blocks is not None and even.code.blocks.ones != new.code.blocks.ones
     rnd = random.Random(4)
-    for m in (old, even, new):
+    for m in (old, even, v2, new):
         leaker = rnd.choice(m.recipients)
         copy = m.copy_for(leaker)
         ex = window(copy, rnd.randrange(n_words(copy) - 150), 150)
@@ -428,7 +438,7 @@ def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
     m["Subject"] = "Licences"
     m.set_content(plain + "\n")
     m.add_alternative(f"<p>{text}</p>\n", subtype="html")
-    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = staff(200)
@@ -492,20 +502,24 @@ def _brute_null(code: MessageCode, ckeys: Sequence[bytes], classes: Sequence[int
     return dist
 
 
-@pytest.mark.parametrize("block,cut,rate", [(12, CUT, RATE), (12, EVEN, RATE), (0, CUT, 0.16)],
-                         ids=["units", "even", "independent"])
-def test_reported_probability_equals_brute_force(block: int, cut: int, rate: float) -> None:
+@pytest.mark.parametrize("block,cut,rate,version",
+                         [(12, CUT, RATE, V3), (12, CUT, RATE, V2), (12, EVEN, RATE, V2),
+                          (0, CUT, 0.16, V2)],
+                         ids=["v3-units", "units", "even", "independent"])
+def test_reported_probability_equals_brute_force(block: int, cut: int, rate: float,
+                                                 version: int) -> None:
     """Every candidate's p-value is P(an innocent disagrees at most d times), enumerated over
     every code an innocent could hold, and its false-match probability is 1 - (1 - p)^n over
     all n recipients; with a few gaps flipped so that d > 0 too."""
     from relay.reading import matches
 
     log = MemLog()
-    m = log.add(SHORT, staff(40), subject="short", block=block, cut=cut, rate=rate)
+    m = log.add(SHORT, staff(40), subject="short", block=block, cut=cut, rate=rate,
+                version=version)
     if block:
         assert m.code.blocks is not None and len(m.code.blocks.members) >= 2
         assert max(len(x) for x in m.code.blocks.members) <= 30
-    rnd = random.Random(block + cut)
+    rnd = random.Random(block + cut + version)
     for trial in range(4):
         leaker = m.recipients[trial]
         copy = m.copy_for(leaker)
@@ -592,7 +606,7 @@ def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence
     m["Subject"] = "Licences"
     m.set_content(reflow(text_paras))
     m.add_alternative("".join(f"<p>{p}</p>\n" for p in text_paras), subtype="html")
-    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, RATE)
+    p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     for r in recipients:
@@ -692,7 +706,7 @@ def test_forwarded_copy_never_names_the_forwarder(tmp_path: Path) -> None:
     for trial in range(6):
         x = rcpts[trial]
         derived = Derived()
-        fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+        fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
         store.record_message(**fwd.log_entry(x))
         for r in rcpts:
             store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
@@ -726,7 +740,7 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     before = decode([leak], store, RING, THRESHOLD)
     assert before.verdict == "identified" and before.candidates[0].recipient == x
     assert before.provenance == []
-    fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, RATE)
+    fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
     store.record_message(**fwd.log_entry(x))
     for r in rcpts:
         store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
@@ -742,13 +756,18 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     store2_dir.mkdir()
     first2, store2 = _alternative(store2_dir, paragraphs("GPL-3")[5:12], rcpts)
     relayed = prepare(_forward(first2.copy_for(x), "assistant@example.com"),
-                      "assistant@example.com", "k1", K1, RATE)
+                      "assistant@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store2.record_message(**relayed.log_entry("assistant@example.com"))
     leak2 = excerpt_words(window(_body(first2.copy_for(x), "plain"), 30, 120))
     rep2 = decode([leak2], store2, RING, THRESHOLD)
     assert rep2.verdict == "inconclusive" and rep2.candidates[0].recipient == x
     assert rep2.provenance[0]["from_copy_of"] == x
     assert rep2.provenance[0]["sender"] == "assistant@example.com"
+    # asked directly, with nothing derived before: the earlier message's code comes from the
+    # scheme it was logged with
+    from relay.provenance import copy_made_from
+
+    assert copy_made_from(store2, relayed.identity, first2.identity, RING, Derived()) == (x, True)
 
 
 # --- what the evidence sheet is made of ------------------------------------------------------

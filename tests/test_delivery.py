@@ -27,6 +27,7 @@ from conftest import (
     start_sink,
 )
 
+from relay.codes import SCHEME
 from relay.config import Config
 from relay.store import ACCEPTED, PERMFAIL
 
@@ -152,7 +153,8 @@ async def test_retry_after_key_rotation_signs_with_the_first_key(
     relay2 = await start_relay(cfg)
     assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
     assert_one_copy_each(sink, STAFF)
-    expected = fingerprint.prepare(data, BOSS, old_kid, old_key, cfg.word_rate).copy_for(STAFF[1])
+    expected = fingerprint.prepare(data, BOSS, old_kid, old_key,
+                                   SCHEME.with_rate(cfg.word_rate)).copy_for(STAFF[1])
     assert sink.to(STAFF[1])[0].data == expected
 
 
@@ -161,7 +163,7 @@ async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks
     """A message first attempted by a relay that cut its blocks evenly (before codes.UNITS) is
     retried with that cut, so every copy of it follows the code the log says."""
     from relay import fingerprint, keys
-    from relay.codes import BLOCK, EVEN, UNITS
+    from relay.codes import BLOCK, EVEN, UNITS, V2, Scheme
 
     data = make_message(body="\r\n\r\n".join(PROSE * 2))  # 264 word gaps: 40 or 44 doubles
     relay = await start_relay(cfg)
@@ -170,16 +172,17 @@ async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks
     await relay.stop(grace=2)
     conn = sqlite3.connect(cfg.db_path)
     with conn:  # what the earlier relay version would have logged
-        assert conn.execute("UPDATE messages SET block_cut = ?", [EVEN]).rowcount == 1
+        assert conn.execute("UPDATE messages SET block_cut = ?, code_version = ?",
+                            [EVEN, V2]).rowcount == 1
     conn.close()
     sink.rcpt_replies.clear()
     relay2 = await start_relay(cfg)
     assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
     assert_one_copy_each(sink, STAFF)
     kid, key = keys.load(cfg.key_file).current
-    even = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, BLOCK, EVEN)
-    units = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, BLOCK, UNITS)
-    assert even.bits_for(STAFF[1]) != units.bits_for(STAFF[1])  # the cut matters here
+    even = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, EVEN))
+    units = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, UNITS))
+    assert (even.bits_for(STAFF[1]) != units.bits_for(STAFF[1])).any()  # the cut matters here
     assert sink.to(STAFF[1])[0].data == even.copy_for(STAFF[1])
 
 
@@ -191,6 +194,7 @@ async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
     import clients
 
     from relay import fingerprint, keys
+    from relay.codes import V2, Scheme
 
     data = clients.build("outlook", clients.prose("en", 3, long=True), charset="utf-8",
                          msgid="<retry-rules@example.com>")
@@ -200,15 +204,15 @@ async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
     await relay.stop(grace=2)
     conn = sqlite3.connect(cfg.db_path)
     with conn:  # what the earlier relay version would have logged
-        assert conn.execute("UPDATE messages SET carrier_rules = 0").rowcount == 1
+        assert conn.execute("UPDATE messages SET carrier_rules = 0, code_version = 2").rowcount == 1
     conn.close()
     sink.rcpt_replies.clear()
     relay2 = await start_relay(cfg)
     assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
     assert_one_copy_each(sink, STAFF)
     kid, key = keys.load(cfg.key_file).current
-    old = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, rules=0)
-    new = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate, rules=1)
+    old = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=0))
+    new = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=1))
     assert old.carriers < new.carriers  # the rules matter here
     assert sink.to(STAFF[1])[0].data == old.copy_for(STAFF[1])
 
@@ -503,9 +507,8 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
     store = AsyncStore(db)
     await store.open()
     try:
-        await store.call("record_message", identity="i1", key_id="k1", word_rate=1 / 6,
-                         block=48, block_cut=1, carrier_rules=1,
-                         sender="boss@example.com", message_id=None,
+        await store.call("record_message", identity="i1", key_id="k1",
+                         scheme=SCHEME.with_rate(1 / 6), sender="boss@example.com", message_id=None,
                          subject=None, date=None, size=1, documents=[], doc_shingles=[])
         await store.call("add_copies", "i1", ["a@example.com", "b@example.com", "c@example.com"])
         fut = store.submit_copy("i1", "a@example.com", Outcome(ACCEPTED, "250 ok"))
@@ -646,7 +649,7 @@ async def test_copies_are_made_in_the_worker_processes(cfg: Config, start_relay:
     assert_one_copy_each(sink, rcpts)
     assert any(w.loaded for w in relay.deliverer.analyser._all)  # a worker was sent the message
     kid, key = keys.load(cfg.key_file).current
-    p = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate)
+    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.word_rate))
     for r in rcpts:
         assert sink.to(r)[0].data == p.copy_for(r)
 
@@ -672,6 +675,6 @@ async def test_workers_killed_mid_fanout_the_relay_makes_the_rest(
     assert "copies made in the relay process" in caplog.text
     assert_one_copy_each(sink, rcpts)
     kid, key = keys.load(cfg.key_file).current
-    p = fingerprint.prepare(data, BOSS, kid, key, cfg.word_rate)
+    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.word_rate))
     for r in rcpts:
         assert sink.to(r)[0].data == p.copy_for(r)

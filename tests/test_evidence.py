@@ -31,6 +31,7 @@ from render import (
     screenshot,
 )
 
+from relay.codes import SCHEME
 from relay.fingerprint import prepare
 from relay.store import ACCEPTED, Store
 
@@ -75,7 +76,7 @@ class Logged:
         m.add_alternative("<html><body>" + "".join(f"<p>{html.escape(p)}</p>\n" for p in paras)
                           + "</body></html>", subtype="html")
         raw = m.as_bytes().replace(b"\n", b"\r\n")
-        p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), 0.16)
+        p = prepare(raw, "ceo@example.com", "k1", bytes.fromhex(KEY_HEX), SCHEME.with_rate(0.16))
         store = Store(tmp / "relay.db")
         store.record_message(**p.log_entry("ceo@example.com"))
         self.recipients = [f"staff{i:04d}@example.com" for i in range(N_RCPTS)]

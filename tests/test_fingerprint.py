@@ -8,6 +8,7 @@ import email.policy
 import html
 import re
 import textwrap
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.carriers import analyse_html, analyse_plain
+from relay.codes import SCHEME
 from relay.decoding import decode
 from relay.fingerprint import prepare
 from relay.keys import Keyring
@@ -74,7 +76,7 @@ def head(raw: bytes) -> bytes:
 def test_copies_differ_only_in_text_whitespace(plain_cte: str, html_cte: str,
                                                charset: str) -> None:
     raw = build(prose(), plain_cte, html_cte, charset)
-    p = prepare(raw, "boss@example.com", "k1", KEY, 0.16)
+    p = prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(0.16))
     assert [d.kind for d in p.documents] == ["plain", "html"]
     assert p.carriers > 200
     copies = {r: p.copy_for(r) for r in ("a@example.com", "b@example.com", "c@example.com")}
@@ -101,16 +103,17 @@ def test_message_without_text_or_message_id_passes_unchanged() -> None:
     m["Subject"] = "pdf only"
     m.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="x.pdf")
     raw = m.as_bytes()
-    p = prepare(raw, "", "k1", KEY, 0.16)
+    p = prepare(raw, "", "k1", KEY, SCHEME.with_rate(0.16))
     assert p.carriers == 0 and p.copy_for("x@example.com") == raw
     assert p.meta["message_id"] is None
 
 
 def test_identity_depends_on_sender_and_bytes() -> None:
     raw = build(prose(2))
-    a = prepare(raw, "boss@example.com", "k1", KEY, 0.16)
-    b = prepare(raw, "other@example.com", "k1", KEY, 0.16)
-    c = prepare(raw.replace(b"Quarterly", b"Quarterlx"), "boss@example.com", "k1", KEY, 0.16)
+    a = prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(0.16))
+    b = prepare(raw, "other@example.com", "k1", KEY, SCHEME.with_rate(0.16))
+    c = prepare(raw.replace(b"Quarterly", b"Quarterlx"), "boss@example.com", "k1", KEY,
+                SCHEME.with_rate(0.16))
     assert len({a.identity, b.identity, c.identity}) == 3
 
 
@@ -126,7 +129,7 @@ def rendered_text(copy: bytes) -> str:
 @pytest.mark.parametrize("source", ["plain", "html"])
 def test_decode_names_recipient_through_real_store(tmp_path: Path, source: str) -> None:
     raw = build(prose())
-    p = prepare(raw, "boss@example.com", "k1", KEY, 0.16)
+    p = prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(0.16))
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = [f"user{i}@example.com" for i in range(300)]
@@ -165,7 +168,7 @@ SENTENCE = st.lists(WORD, min_size=3, max_size=14).map(lambda ws: " ".join(ws).c
        st.text(alphabet="abcdefgh", min_size=1, max_size=6))
 def test_property_only_whitespace_changes(paras: list[str], cte: str, who: str) -> None:
     raw = build(paras, cte, cte)
-    p = prepare(raw, "s@example.com", "k1", KEY, 0.5)
+    p = prepare(raw, "s@example.com", "k1", KEY, SCHEME.with_rate(0.5))
     copy = p.copy_for(f"{who}@example.com")
     for (t, body), (_, obody) in zip(parts(copy), parts(raw), strict=True):
         if t.startswith("text/"):
@@ -181,7 +184,7 @@ def test_unparsable_header_still_fingerprints() -> None:
     raw = (b"From: boss@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
            b"Content-Type: text/plain; name*=a\x00b''x\r\n\r\n"
            b"Hello there. This is the text of the message. It has words.\r\n")
-    p = prepare(raw, "boss@example.com", "k1", KEY, 0.5)
+    p = prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(0.5))
     assert p.meta == {"message_id": None, "subject": None, "date": None}
     assert p.carriers > 0
 
@@ -212,14 +215,14 @@ def test_second_pass_sheds_the_first_pass_marks(subtype: str) -> None:
     from relay.carriers import DOUBLED, NONE, WORD, analyse_html, analyse_plain
 
     analyse = analyse_html if subtype == "html" else analyse_plain
-    first = prepare(build(prose()), "boss@example.com", "k1", KEY, 1 / 6)
+    first = prepare(build(prose()), "boss@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     x_copy = first.copy_for("x@example.com")
     clean = analyse(_text_of(_forward_of(first.raw), subtype))  # the forward, unmarked
     x_marks = analyse(_text_of(_forward_of(x_copy), subtype))
     word_gaps = [i for i, g in enumerate(clean.gaps) if g.cls == WORD]
     assert x_marks.words == clean.words
     assert sum(x_marks.arrived[i] == DOUBLED for i in word_gaps) >= len(word_gaps) // 7
-    fwd = prepare(_forward_of(x_copy), "x@example.com", "k1", KEY, 1 / 6)
+    fwd = prepare(_forward_of(x_copy), "x@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     for y in ("y@example.com", "z@example.com", "x@example.com"):
         seen = analyse(_text_of(fwd.copy_for(y), subtype))
         assert seen.words == clean.words
@@ -242,7 +245,7 @@ def test_client_shapes_fingerprint_every_rendering(name: str, lang: str, raw: by
     changes more than one ordinary word gap in six."""
     from relay.tokens import is_sentence_gap
 
-    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    p = prepare(raw, "ceo@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     assert p.ambiguity is None and not p.skipped
     kinds = {d.kind: sum(1 for c in d.classes if c) for d in p.documents}
     expected = {"plain"} if name.startswith("plain_b64") else {"plain", "html"}
@@ -264,12 +267,12 @@ def test_outlook_paragraph_lines_carry_under_the_current_rules() -> None:
     """Outlook's plain text (one quoted-printable line per paragraph, 900-2,000 characters)
     carried nothing under carrier rules 0; it carries like the HTML now."""
     raw = clients.build("outlook", clients.prose("en", 4, long=True), charset="utf-8")
-    old = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
-    new = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    old = prepare(raw, "ceo@example.com", "k1", KEY, replace(SCHEME, word_rate=1 / 6, rules=0))
+    new = prepare(raw, "ceo@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     assert [d.kind for d in old.documents] == ["html"]
     plain = [d for d in new.documents if d.kind == "plain"]
     assert plain and sum(1 for c in plain[0].classes if c) > 500
-    assert new.rules == 1 and new.log_entry("ceo@example.com")["carrier_rules"] == 1
+    assert new.scheme.rules == 1 and new.log_entry("ceo@example.com")["scheme"].rules == 1
 
 
 @pytest.mark.parametrize("kind", ["plain", "html"])
@@ -282,7 +285,7 @@ def test_long_8bit_line_carries_as_many_bits_as_fit_under_998_octets(kind: str) 
     raw = (f"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
            f"Content-Type: text/{kind}; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit"
            f"\r\n\r\n{body}\r\nshort second line with a few gaps\r\n").encode()
-    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    p = prepare(raw, "ceo@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     grow = 6 if kind == "html" else 1
     room = 998 - len(body)
     on_line = sum(1 for c in p.documents[0].classes[:len(line.split()) - 1] if c)
@@ -306,9 +309,9 @@ def test_parser_differential_message_is_left_whole() -> None:
            "charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
            + base64.encodebytes(text.encode()).decode() + "--b--\n").replace("\n", "\r\n")
     data = raw.encode()
-    old = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6, rules=0)
+    old = prepare(data, "ceo@example.com", "k1", KEY, replace(SCHEME, word_rate=1 / 6, rules=0))
     assert old.carriers and clients.whitespace_only(data, old.copy_for("a@example.com"))
-    new = prepare(data, "ceo@example.com", "k1", KEY, 1 / 6)
+    new = prepare(data, "ceo@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     assert new.carriers == 0 and new.copy_for("a@example.com") == data
     assert type(new.ambiguity).__name__ == "ParserDefect"
     assert "MissingHeaderBodySeparatorDefect" in str(new.ambiguity)
@@ -331,7 +334,7 @@ def test_html_source_line_ends_carry_in_every_encoding(cte: str) -> None:
     raw = (b"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
            b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body)
-    p = prepare(raw, "ceo@example.com", "k1", KEY, 1 / 6)
+    p = prepare(raw, "ceo@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     (doc,) = p.documents
     ends = [g for g in p._gaps[0] if g[1].start == g[1].end]
     assert len(ends) == len(lines) - 1
@@ -358,7 +361,7 @@ def html_message(body: str, cte: str = "quoted-printable") -> bytes:
 def test_a_text_part_over_max_text_leaves_the_message_untouched(max_text: int | None,
                                                                 untouched: bool) -> None:
     raw = build(prose(6))  # text/plain quoted-printable and text/html base64, ~3-5 KB each
-    p = prepare(raw, "boss@example.com", "k1", KEY, 1 / 6, max_text=max_text)
+    p = prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(1 / 6), max_text=max_text)
     assert bool(p.untouched) == untouched
     if untouched:
         assert p.documents == [] and p.carriers == 0 and p.copy_for("a@example.com") == raw
@@ -386,7 +389,7 @@ def test_prepare_of_hostile_html_is_linear() -> None:
         t = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            prepare(raw, "boss@example.com", "k1", KEY, 1 / 6)
+            prepare(raw, "boss@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
             t = min(t, time.perf_counter() - start)
         return t
 

@@ -86,6 +86,25 @@ def test_the_log_holds_every_code() -> None:
     assert "TEST-ONLY" in (VEC / f"{NAME}.key").read_text()
 
 
+def test_upgrade_keeps_every_logged_message_on_code_v2(log_copy: tuple[Path, Path, Path]) -> None:
+    """Opening the released log runs migration 7: every message it holds reads back as code v2
+    (with its own blocks, cut and rules), so retries re-sign it and decodes read it as before;
+    only new mail gets code v3."""
+    from relay import codes
+
+    db, _, _ = log_copy
+    store = Store(db, create=False)
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 7
+        ids = [r[0] for r in store.db.execute("SELECT identity FROM messages")]
+        schemes = {store.signing_of(i)[1] for i in ids}  # type: ignore[index]
+    finally:
+        store.close()
+    assert len(ids) >= 4 and {s.version for s in schemes} == {codes.V2}
+    assert {(s.block > 0, s.cut) for s in schemes} >= {(False, codes.EVEN), (True, codes.EVEN),
+                                                       (True, codes.UNITS)}
+
+
 @pytest.mark.parametrize("name", EXCERPTS)
 def test_decode_in_process(log_copy: tuple[Path, Path, Path], name: str) -> None:
     db, key, _ = log_copy

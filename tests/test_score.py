@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.carriers import SENTENCE, WORD, Layout, analyse_plain
-from relay.codes import UNITS, CodeBook, MessageCode, bias, carrier_keys, word_hashes
+from relay.codes import UNITS, V2, CodeBook, MessageCode, Scheme, bias, carrier_keys, word_hashes
 from relay.score import block_pmf, disagreements, family_wise, null_rates, p_at_most
 
 
@@ -246,7 +246,7 @@ def test_innocents_through_block_code() -> None:
     key = bytes(32)
     L, ck = _gpl_layout(key)
     classes = bytes(g.cls for g in L.gaps)
-    code = MessageCode(key, "e" * 64, [(ck, classes)], 1 / 6, 48, UNITS)
+    code = MessageCode(key, "e" * 64, [(ck, classes)], Scheme(V2, 1 / 6, 48, UNITS))
     cs = [i for i, c in enumerate(classes) if c]
     rng = np.random.default_rng(3)
     window = [i for i in cs[70:170] if rng.random() > 0.15]

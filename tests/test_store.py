@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from relay import store as store_mod
+from relay.codes import EVEN, UNITS, V2, V3, Scheme
 from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
 
 
 def record(s: Store, identity: str) -> None:
-    s.record_message(identity=identity, key_id="k1", word_rate=0.15, block=48,
-                     block_cut=1, carrier_rules=1,
+    s.record_message(identity=identity, key_id="k1", scheme=Scheme(V3, 0.15, 48, UNITS, 1),
                      sender="a@example.com", message_id="<m@x>", subject="s",
                      date=None, size=10, documents=[("1", "plain", b"\0" * 16, b"\1")],
                      doc_shingles=[[1, 2, 3]])
@@ -112,26 +112,31 @@ def _old_database(path: Path, version: int, columns: str, values: str) -> Store:
     return Store(path)
 
 
-@pytest.mark.parametrize("version, columns, values, signing", [
+@pytest.mark.parametrize("version, columns, values, scheme", [
     # migration 3: logged before blocks -> block 0, independent bits
-    (2, "identity, key_id, word_rate", "'old', 'k1', 0.16", ("k1", 0.16, 0, 0, 0)),
+    (2, "identity, key_id, word_rate", "'old', 'k1', 0.16", Scheme(V2, 0.16, 0, EVEN, 0)),
     # migration 4: blocks cut evenly (before codes.UNITS) -> cut 0, codes.EVEN
-    (3, "identity, key_id, word_rate, block", "'old', 'k1', 0.1667, 48", ("k1", 0.1667, 48, 0, 0)),
+    (3, "identity, key_id, word_rate, block", "'old', 'k1', 0.1667, 48",
+     Scheme(V2, 0.1667, 48, EVEN, 0)),
     # migration 5: carrier rules before long lines and the MIME check -> rules 0
     (4, "identity, key_id, word_rate, block, block_cut", "'old', 'k1', 0.1667, 48, 1",
-     ("k1", 0.1667, 48, 1, 0)),
+     Scheme(V2, 0.1667, 48, UNITS, 0)),
+    # migration 7: every message logged before code v3 -> code version 2
+    (6, "identity, key_id, word_rate, block, block_cut, carrier_rules",
+     "'old', 'k1', 0.1667, 48, 1, 1", Scheme(V2, 0.1667, 48, UNITS, 1)),
 ])
 def test_messages_logged_by_an_older_relay_keep_their_code(
-        tmp_path: Path, version: int, columns: str, values: str,
-        signing: tuple[str, float, int, int, int]) -> None:
+        tmp_path: Path, version: int, columns: str, values: str, scheme: Scheme) -> None:
     """A message an older relay logged reads back with the code it was signed with, so its
     retries and decodes use that code; new messages get the current one."""
     s = _old_database(tmp_path / "old.db", version, columns, values)
-    assert s.signing_of("old") == signing
-    assert (s.message("old")["block"], s.message("old")["block_cut"],
-            s.message("old")["carrier_rules"]) == signing[2:]
+    assert s.signing_of("old") == ("k1", scheme)
+    m = s.message("old")
+    assert Scheme(m["code_version"], m["word_rate"], m["block"], m["block_cut"],
+                  m["carrier_rules"]) == scheme
     record(s, "new")
-    assert s.signing_of("new") == ("k1", 0.15, 48, 1, 1)
+    assert s.signing_of("new") == ("k1", Scheme(V3, 0.15, 48, UNITS, 1))
+    assert s.signing_of("missing") is None
 
 
 def test_database_from_a_newer_relay_is_refused(tmp_path: Path) -> None:

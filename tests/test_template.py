@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay import mime, template
+from relay.codes import SCHEME
 from relay.fingerprint import Prepared, prepare
 from relay.policy import normalise_newlines
 
@@ -71,7 +72,7 @@ def _long_8bit(kind: str) -> bytes:
 def _forwarded() -> bytes:
     """A fingerprinted copy forwarded back to all staff: its earlier marks are edits (marks)
     every copy of the forward makes."""
-    first = prepare(tfp.build(tfp.prose()), SENDER, "k1", KEY, 1 / 6)
+    first = prepare(tfp.build(tfp.prose()), SENDER, "k1", KEY, SCHEME.with_rate(1 / 6))
     return tfp._forward_of(first.copy_for("x@example.com"))
 
 
@@ -103,7 +104,7 @@ _PREPARED: dict[str, Prepared] = {}
 def prepared(name: str) -> Prepared:
     if name not in _PREPARED:
         raw = dict(SAMPLES)[name]
-        _PREPARED[name] = prepare(raw, SENDER, "k1", KEY, 0.5)
+        _PREPARED[name] = prepare(raw, SENDER, "k1", KEY, SCHEME.with_rate(0.5))
     return _PREPARED[name]
 
 
@@ -233,7 +234,7 @@ def test_qp_lines_that_fit_are_the_reference_lines() -> None:
     raw = (b"From: ceo@example.com\r\nTo: all-staff@example.com\r\nSubject: x\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + clients.qp(text, "utf-8"))
-    p2 = prepare(raw, SENDER, "k1", KEY, 0.5)
+    p2 = prepare(raw, SENDER, "k1", KEY, SCHEME.with_rate(0.5))
     assert p2.carriers > 50 and b"=C3=A9" in raw
     for bits in ([1] * p2.carriers, rng.integers(0, 2, p2.carriers).tolist()):
         assert p2.copy_with(bits) == p2._render(bits)
@@ -278,7 +279,7 @@ def test_a_part_that_fails_its_check_is_made_the_reference_way(
         real(self, pb, first)
 
     monkeypatch.setattr(template._FlatBuilder, "add_part", lossy)
-    p = prepare(dict(SAMPLES)["fp-8bit-quoted-printable"], SENDER, "k1", KEY, 0.5)
+    p = prepare(dict(SAMPLES)["fp-8bit-quoted-printable"], SENDER, "k1", KEY, SCHEME.with_rate(0.5))
     assert p._template is None or not any(p._template.templated)
     bits = p.bits_for("a@example.com")
     assert p.copy_with(bits) == p._render(bits)
@@ -287,7 +288,7 @@ def test_a_part_that_fails_its_check_is_made_the_reference_way(
 def test_a_broken_template_fails_the_comparison() -> None:
     """The comparison these tests make catches a template that skips one insertion (the test
     would fail if the template were wrong)."""
-    p = prepare(dict(SAMPLES)["fp-8bit-quoted-printable"], SENDER, "k1", KEY, 0.5)
+    p = prepare(dict(SAMPLES)["fp-8bit-quoted-printable"], SENDER, "k1", KEY, SCHEME.with_rate(0.5))
     assert p._template is not None
     flat = next(it for it in p._template.items if isinstance(it, template._Flat) and it.runs)
     run = flat.runs[-1]

@@ -150,7 +150,8 @@ def main() -> int:
     store = Store(work / "var" / "relay.db", create=False)
     for name in ("even", "independent"):
         raw, rcpts, block, cut = msgs[name]
-        p = fingerprint.prepare(raw, SENDER, KEY_ID, key, PROFILES["standard"], block, cut)
+        p = fingerprint.prepare(raw, SENDER, KEY_ID, key,  # code v2: the release's code
+                                codes.Scheme(codes.V2, PROFILES["standard"], block, cut))
         store.record_message(**p.log_entry(SENDER))
         store.add_copies(p.identity, rcpts)
         store.set_copy_states(p.identity, [(r, ACCEPTED, "250 2.0.0 queued") for r in rcpts])

@@ -15,8 +15,9 @@ What is fixed: the key bytes, the envelope sender, the recipients, two messages 
 files once and read back from them), and a list of words. What is recorded (tests/test_vectors.py
 compares today's code against it): the message identity, every document's word hashes
 (codes.word_hashes), shingles, carrier keys (hex) and gap classes, each recipient's CodeBook
-seed, and for every code scheme a message can have been logged with (independent bits:
-block = 0; blocks cut EVEN; blocks cut UNITS) the block layout, every recipient's bits and the
+seed, and for every code scheme a message can have been logged with (code version 2:
+independent bits, block = 0; blocks cut EVEN; blocks cut UNITS; code version 3: blocks cut
+UNITS) the block layout, every recipient's bits and the
 SHA-256 of every rendered copy (fingerprint.Prepared.copy_for).
 """
 
@@ -42,9 +43,10 @@ WORD_RATE = 1 / 6  # the standard profile
 RECIPIENTS = ["alice@example.com", "Bob.Martin@Example.COM", "carol+news@example.org",
               "dmitri@example.net", "eve@example.com"]
 WORDS = ["the", "The", "café", "naïve", "e.g.", "2026", "l'été", "x" * 40, "ß", "東京"]
-# (name, block, cut): every code a logged message can carry
-SCHEMES = [("independent", 0, codes.EVEN), ("even", codes.BLOCK, codes.EVEN),
-           ("units", codes.BLOCK, codes.UNITS)]
+# (name, code version, block, cut): every code a logged message can carry
+SCHEMES = [("independent", codes.V2, 0, codes.EVEN), ("even", codes.V2, codes.BLOCK, codes.EVEN),
+           ("units", codes.V2, codes.BLOCK, codes.UNITS),
+           ("v3", codes.V3, codes.BLOCK, codes.UNITS)]
 
 PARAGRAPHS = (
     "The quarterly review is scheduled for next Thursday in the main hall. Every team lead "
@@ -95,8 +97,9 @@ def plain_message() -> bytes:
 
 def vectors_of(raw: bytes, key: bytes) -> dict:
     out: dict = {}
-    for name, block, cut in SCHEMES:
-        p = fingerprint.prepare(raw, SENDER, KEY_ID, key, WORD_RATE, block, cut)
+    for name, version, block, cut in SCHEMES:
+        p = fingerprint.prepare(raw, SENDER, KEY_ID, key,
+                                codes.Scheme(version, WORD_RATE, block, cut))
         if not out:
             out["identity"] = p.identity
             out["documents"] = [{
@@ -111,7 +114,9 @@ def vectors_of(raw: bytes, key: bytes) -> dict:
         assert code is not None
         blocks = code.blocks
         out["schemes"][name] = {
-            "block": block, "cut": cut,
+            # the version is written for V3 on: the V2 entries were written before it existed
+            **({"version": version} if version != codes.V2 else {}),
+            "block": block, "cut": int(cut),
             "blocks": None if blocks is None else [[len(m), k] for m, k in
                                                      zip(blocks.members, blocks.ones,
                                                          strict=True)],
