@@ -234,23 +234,26 @@ def stop(p: subprocess.Popen) -> None:
             p.wait()
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a process and of its child processes (an analysis worker, if any), in MiB."""
-    total = 0
-    pids = [pid]
+def peak_rss_mib(pid: int) -> tuple[float, list[float]]:
+    """VmHWM of a process and of each of its child processes (the analysis workers, which make
+    the copies), in MiB: (the process, [each child])."""
+    pids = []
     try:
         for t in Path(f"/proc/{pid}/task").iterdir():
             pids += [int(c) for c in (t / "children").read_text().split()]
     except OSError:
         pass
-    for p in dict.fromkeys(pids):
+
+    def hwm(p: int) -> float:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
+                    return int(line.split()[1]) / 1024
         except OSError:
             pass
-    return total / 1024
+        return 0.0
+
+    return hwm(pid), [hwm(p) for p in dict.fromkeys(pids)]
 
 
 # --- B: the naive fan-out ----------------------------------------------------------------------
@@ -579,7 +582,7 @@ def main() -> int:
                 log(f"big fan-out {big}, {name}: {big / dt:.0f} copies/s, ordinary mail "
                     f"meanwhile median {med(times) * 1e3:.0f} ms max {max(times) * 1e3:.0f} ms "
                     f"({len(times)} sent)")
-            rss = peak_rss_mib(relay.pid)
+            rss, workers = peak_rss_mib(relay.pid)
             f = tmp / "msg-big.eml"
             raw_big = fresh(30_000)
             f.write_bytes(raw_big.replace(b"\r\n", b"\n"))
@@ -588,7 +591,9 @@ def main() -> int:
             rows.append((f"all-staff fan-out, {len(raw_big) / 1000:.0f} KB text+HTML, {big:,} "
                          "recipients (copies/s, one run)",
                          fmt(a), fmt(bb), fmt(cb), ratio(cb, bb), ratio(cb, a),
-                         f"relay peak RSS (VmHWM) {rss:.0f} MiB"))
+                         f"peak RSS (VmHWM): relay process {rss:.0f} MiB, its "
+                         f"{len(workers)} worker processes "
+                         f"{', '.join(f'{w:.0f}' for w in workers)} MiB"))
             rows.append((f"ordinary mail during that fan-out: median latency (ms; {cn} sent "
                          f"through C, {bn} through B)", "", fmt(bm * 1e3), fmt(cm * 1e3),
                          ratio(cm, bm), "",
