@@ -9,7 +9,7 @@ regular expressions, ran one `asyncio.wait_for` per reply and waited for four ro
 regular expressions and 0.49 ms of address parsing per copy. Here, the data the relay hands
 over is CRLF-only already (relay.server normalises it; a copy is spliced from it), so a copy is
 checked with three `bytes.count` calls and dot-stuffed with one `bytes.replace`; addresses are
-sent exactly as relay.policy accepted them (checked here only for characters that could inject
+sent exactly as relay.addresses accepted them (checked here only for characters that could inject
 a command); MAIL, every RCPT and DATA go out in one write when the upstream offers PIPELINING,
 and the message and its final dot in one more: two round trips per transaction.
 
