@@ -83,7 +83,7 @@ def make_log(tmp: Path, n: int):  # noqa: ANN201 - the prepared message
     store = Store(tmp / "relay.db")
     store.record_message(**p.log_entry("ceo@example.com"))
     for i in range(n):
-        store.set_copy_state(p.identity, f"staff{i:04d}@example.com", ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(f"staff{i:04d}@example.com", ACCEPTED, "250 ok")])
     store.close()
     (tmp / "relay.key").write_text(f"k1 {KEY_HEX}\n")
     (tmp / "relay.key").chmod(0o600)

@@ -201,7 +201,7 @@ def decode_images(vs: dict) -> list[dict]:
     store.record_message(**p.log_entry("ceo@example.com"))
     rcpts = [f"staff{i:04d}@example.com" for i in range(1000)]
     for r in rcpts:
-        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
     store.close()
     (tmp / "relay.key").write_text(f"k1 {d.KEY_HEX}\n")
     (tmp / "relay.key").chmod(0o600)

@@ -236,33 +236,10 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot record message: {e}") from None
 
-    def copy_states(self, identity: str) -> dict[str, str]:
-        try:
-            rows = self.db.execute("SELECT recipient, state FROM copies WHERE identity = ?",
-                                   [identity]).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read copies: {e}") from None
-        return dict(rows)
-
-    def set_copy_state(self, identity: str, recipient: str, state: str,
-                       reply: str | None = None) -> None:
-        """Durably record one copy's state (committed, fsynced) before returning."""
-        try:
-            with self.db.conn:
-                self.db.conn.execute(
-                    "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
-                    "state = excluded.state, reply = excluded.reply, "
-                    "attempts = copies.attempts + excluded.attempts, "
-                    "updated_at = excluded.updated_at",
-                    [identity, recipient, state, reply, int(state != PENDING), time.time()])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record copy: {e}") from None
-
     def set_copy_states(self, identity: str,
                         outcomes: Iterable[tuple[str, str, str | None]]) -> None:
-        """Like set_copy_state for several (recipient, state, reply) at once: one transaction,
-        one fsync (group commit for a busy fan-out)."""
+        """Durably record copies' (recipient, state, reply) before returning: one transaction,
+        one fsync (committed together: group commit for a busy fan-out)."""
         now = time.time()
         try:
             with self.db.conn:

@@ -57,7 +57,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, by
     store.record_message(**p.log_entry("ceo@example.com"))
     rcpts = [f"staff{i:04d}@example.com" for i in range(1000)]
     for r in rcpts:
-        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
     store.close()
     keyfile = tmp / "relay.key"
     keyfile.write_text(f"k1 {KEY_HEX}\n")

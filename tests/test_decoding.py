@@ -443,7 +443,7 @@ def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = staff(200)
     for r in rcpts:
-        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
     for leaker in rcpts[:30]:
         copy = email.message_from_bytes(p.copy_for(leaker), policy=email.policy.default)
         body = copy.get_body(("plain",)).get_content()
@@ -610,7 +610,7 @@ def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence
     store = Store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     for r in recipients:
-        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
     return p, store
 
 
@@ -709,7 +709,7 @@ def test_forwarded_copy_never_names_the_forwarder(tmp_path: Path) -> None:
         fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
         store.record_message(**fwd.log_entry(x))
         for r in rcpts:
-            store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
+            store.set_copy_states(fwd.identity, [(r, ACCEPTED, "250 ok")])
         for y in rnd.sample([r for r in rcpts if r != x], 3):
             copy = fwd.copy_for(y)
             for text in (_pasted(_body(copy, "html")), _body(copy, "plain")):
@@ -743,7 +743,7 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     fwd = prepare(_forward(first.copy_for(x), x), x, "k1", K1, SCHEME.with_rate(RATE))
     store.record_message(**fwd.log_entry(x))
     for r in rcpts:
-        store.set_copy_state(fwd.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(fwd.identity, [(r, ACCEPTED, "250 ok")])
     rep = decode([leak], store, RING, THRESHOLD)
     assert rep.candidates[0].recipient == x
     assert rep.verdict == "inconclusive", rep.as_json()

@@ -81,7 +81,7 @@ class Logged:
         store.record_message(**p.log_entry("ceo@example.com"))
         self.recipients = [f"staff{i:04d}@example.com" for i in range(N_RCPTS)]
         for r in self.recipients:
-            store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+            store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
         store.close()
         (tmp / "relay.key").write_text(f"k1 {KEY_HEX}\n")
         (tmp / "relay.key").chmod(0o600)

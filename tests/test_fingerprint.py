@@ -134,7 +134,7 @@ def test_decode_names_recipient_through_real_store(tmp_path: Path, source: str) 
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = [f"user{i}@example.com" for i in range(300)]
     for r in rcpts:
-        store.set_copy_state(p.identity, r, ACCEPTED, "250 ok")
+        store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
     leaker = rcpts[137]
     copy = p.copy_for(leaker)
     if source == "plain":

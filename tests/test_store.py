@@ -29,11 +29,17 @@ def test_schema_is_current_and_reopens(tmp_path: Path) -> None:
     s.close()
 
 
+def states(s: Store, identity: str) -> dict[str, str]:
+    """Each recipient's state, read straight from the copies table."""
+    rows = s.db.execute("SELECT recipient, state FROM copies WHERE identity = ?", [identity])
+    return dict(rows.fetchall())
+
+
 def test_files_are_private(tmp_path: Path) -> None:
     p = tmp_path / "sub" / "r.db"
     s = Store(p)
     record(s, "i1")
-    s.set_copy_state("i1", "a@example.com", ACCEPTED, "250 ok")
+    s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok")])
     for f in [p, *p.parent.glob("r.db-*")]:
         assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, f
     assert (p.parent / "r.db-wal").exists()
@@ -44,11 +50,11 @@ def test_copies_pending_then_final(tmp_path: Path) -> None:
     s = Store(tmp_path / "r.db")
     record(s, "i1")
     s.add_copies("i1", ["a@example.com", "b@example.com", "c@example.com"])
-    assert s.copy_states("i1") == {"a@example.com": PENDING, "b@example.com": PENDING,
-                                   "c@example.com": PENDING}
+    assert states(s, "i1") == {"a@example.com": PENDING, "b@example.com": PENDING,
+                               "c@example.com": PENDING}
     s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok"),
                              ("b@example.com", PERMFAIL, "550 no")])
-    s.set_copy_state("i1", "c@example.com", TEMPFAIL, "451 later")
+    s.set_copy_states("i1", [("c@example.com", TEMPFAIL, "451 later")])
     s.add_copies("i1", ["a@example.com", "c@example.com"])  # a retry: states kept
     d = s.copy_details("i1")
     assert d == {"a@example.com": (ACCEPTED, "250 ok"), "b@example.com": (PERMFAIL, "550 no"),
