@@ -43,8 +43,8 @@ def worker(args: argparse.Namespace) -> None:
     from speed import leak_excerpt, log_message, text_html_message
 
     from relay import decoding, fingerprint
-    from relay.codes import SCHEME
     from relay.keys import Keyring
+    from relay.scheme import SCHEME
     from relay.tokens import excerpt_words
 
     raw = text_html_message(args.size, "bits")

@@ -39,8 +39,9 @@ from speed import (  # noqa: E402
     text_html_message,
 )
 
-from relay import codes, decoding, fingerprint  # noqa: E402
+from relay import decoding, fingerprint  # noqa: E402
 from relay import keys as keys_mod  # noqa: E402
+from relay.scheme import V2, V3, Scheme  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402
 
 SENDER = "ceo@example.com"
@@ -62,7 +63,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.messages, args.copies = 2, 20, 200
-    versions = {"v2": codes.V2, "v3": codes.V3}
+    versions = {"v2": V2, "v3": V3}
     tmp = Path(tempfile.mkdtemp(prefix="code-versions-"))
     rcpts = [f"user{i:05d}@example.com" for i in range(args.recipients)]
     sizes = {"31 KB": text_html_message(30_000, "bits"),
@@ -83,7 +84,7 @@ def main() -> int:
         key_id, key = ring.current
         (d / "config.toml").write_text('[store]\npath = "many.db"\n[signature]\n'
                                        'key_file = "relay.key"\n')
-        scheme = codes.Scheme(ver, RATE)
+        scheme = Scheme(ver, RATE)
         p = fingerprint.prepare(target, SENDER, key_id, key, scheme)
         one = log_message(d / "one.db", p, SENDER, rcpts)
         many = log_message(d / "many.db", p, SENDER, rcpts)
@@ -105,7 +106,7 @@ def main() -> int:
             d, ring, one, many, words, leaker = logs[v]
             key_id, key = ring.current
             for name, raw in sizes.items():
-                p = fingerprint.prepare(raw, SENDER, key_id, key, codes.Scheme(ver, RATE))
+                p = fingerprint.prepare(raw, SENDER, key_id, key, Scheme(ver, RATE))
                 p.bits_for(rcpts[0])
                 ts = []
                 for r in rcpts[:args.copies]:

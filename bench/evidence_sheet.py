@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from relay import __version__, keys  # noqa: E402
-from relay.codes import SCHEME  # noqa: E402
 from relay.decoding import decode  # noqa: E402
 from relay.evidence import render  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
+from relay.scheme import SCHEME  # noqa: E402
 from relay.sheetinputs import Custody, text_source  # noqa: E402
 from relay.store import ACCEPTED, Store  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402

@@ -71,7 +71,7 @@ if atheris is not None:
         from relay import carriers, codes, fingerprint, mime, policy  # noqa: F401
 else:
     from relay import carriers, fingerprint, mime, policy
-    from relay.codes import SCHEME
+    from relay.scheme import SCHEME
 
 KEY_ID, KEY = "fuzz", hashlib.sha256(b"fuzz key").digest()
 SENDER = "boss@example.com"

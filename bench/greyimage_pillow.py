@@ -183,8 +183,8 @@ def decode_images(vs: dict) -> list[dict]:
     from render import html_mail, page_height, plain_mail, render_html
 
     from relay import cli
-    from relay.codes import SCHEME
     from relay.fingerprint import prepare
+    from relay.scheme import SCHEME
     from relay.store import ACCEPTED, Store
 
     tmp = Path(tempfile.mkdtemp(prefix="greyimage-decode-"))

@@ -415,11 +415,12 @@ async def transfer_cost(runs: int = 21) -> str:
     sys.path.insert(0, str(ROOT / "bench"))
     import fanout
 
-    from relay import analysis, codes, fingerprint
+    from relay import analysis, fingerprint
+    from relay.scheme import SCHEME
 
     raw = fanout.message()
     key = bytes(range(32))
-    job = analysis.Job(raw, BOSS, "k1", key, codes.SCHEME.with_rate(1 / 6), 256 * 1024)
+    job = analysis.Job(raw, BOSS, "k1", key, SCHEME.with_rate(1 / 6), 256 * 1024)
     a = analysis.Analyser(1)
     a.start()
     await a.ready()

@@ -45,10 +45,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from relay import decoding, reading  # noqa: E402
-from relay.codes import SCHEME  # noqa: E402
 from relay.config import PROFILES  # noqa: E402
 from relay.fingerprint import Prepared, prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
+from relay.scheme import SCHEME  # noqa: E402
 from relay.score import family_wise  # noqa: E402
 from relay.store import DocumentRow  # noqa: E402
 from relay.tokens import excerpt_words, is_sentence_gap  # noqa: E402

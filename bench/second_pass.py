@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relay import decoding, reading  # noqa: E402
 from relay.carriers import DOUBLED, WORD, analyse_html, analyse_plain  # noqa: E402
-from relay.codes import SCHEME  # noqa: E402
 from relay.fingerprint import prepare  # noqa: E402
 from relay.keys import Keyring  # noqa: E402
+from relay.scheme import SCHEME  # noqa: E402
 from relay.score import family_wise  # noqa: E402
 from relay.store import ACCEPTED, Store  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402
@@ -238,7 +238,7 @@ def _best_alone(ex, store: Store, derived: reading.Derived) -> reading.Evidence:
     """What the decoder read before: the document aligning most words, ties to the one
     reading more gaps, with no regard to the other renderings."""
     from relay.align import align
-    from relay.codes import shingles, unpack_hashes, word_hashes
+    from relay.hashes import shingles, unpack_hashes, word_hashes
     from relay.tokens import settled_gaps
 
     hashes = word_hashes(KEY, [w.norm for w in ex])

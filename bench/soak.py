@@ -236,8 +236,8 @@ def verify(sink: sc.SinkProcess, work: Path, msgs: list[bytes], token: str, rcpt
     extra = len(set(per) - want)
     # a sample of copies: byte-identical to what fingerprint.prepare makes with the relay's key
     from relay import fingerprint, keys
-    from relay.codes import SCHEME
     from relay.config import PROFILES
+    from relay.scheme import SCHEME
 
     key_id, key = keys.load(work / "var" / "relay.key").current
     rng = random.Random(1)

@@ -416,7 +416,7 @@ def decode_times(tmp: Path, recipients: int, messages: int, repeat: int,
     messages logged (the others of other prose)."""
     from relay import decoding, fingerprint
     from relay import keys as keys_mod
-    from relay.codes import SCHEME
+    from relay.scheme import SCHEME
     from relay.tokens import excerpt_words
 
     d = tmp / "decode"

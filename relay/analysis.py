@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from .smtpclient import wire_body
 
 if TYPE_CHECKING:
-    from .codes import Scheme
     from .fingerprint import Prepared
+    from .scheme import Scheme
 
 log = logging.getLogger("relay")
 

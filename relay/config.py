@@ -14,7 +14,7 @@ from typing import Any
 
 PROFILES: dict[str, float] = {
     # share of ordinary word gaps a recipient's copy doubles (exactly, in every block of about
-    # 48 word gaps: codes.Blocks)
+    # 48 word gaps: wordblocks.Blocks)
     "stealth": 0.0,  # sentence gaps only (the 2008 scheme)
     "standard": 1 / 6,  # default: one word gap in six, never more
     "dense": 0.3,

@@ -50,11 +50,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import analysis, dsn, smtpclient
-from .codes import SCHEME, message_identity
 from .config import Config
+from .hashes import message_identity
 from .keys import KeyError_, Keyring
 from .metrics import Metrics
 from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
+from .scheme import SCHEME
 from .store import ACCEPTED, PERMFAIL, TEMPFAIL, Store, StoreError
 
 if TYPE_CHECKING:

@@ -17,17 +17,9 @@ import numpy as np
 
 from . import mime, template
 from .carriers import NONE, RULES, Gap, Layout, analyse_html, analyse_plain
-from .codes import (
-    SCHEME,
-    MessageCode,
-    Scheme,
-    bias,
-    carrier_keys,
-    message_identity,
-    pack_hashes,
-    shingles,
-    word_hashes,
-)
+from .codes import MessageCode
+from .hashes import carrier_keys, message_identity, pack_hashes, shingles, word_hashes
+from .scheme import SCHEME, Scheme, bias
 
 log = logging.getLogger("relay.fingerprint")
 
@@ -227,9 +219,9 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, scheme: Scheme = S
             max_text: int | None = None) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged), and so is the whole message when its MIME structure is
-    ambiguous (`ambiguity`, a typed mime.Ambiguity). `scheme` (codes.Scheme): the code
-    version, word rate, blocks (codes.Blocks; block 0 for independent bits, as messages logged
-    before blocks were signed; cut EVEN for messages logged before UNITS) and carrier rules
+    ambiguous (`ambiguity`, a typed mime.Ambiguity). `scheme` (scheme.Scheme): the code
+    version, word rate, blocks (wordblocks.Blocks; block 0 for independent bits, as messages
+    logged before blocks were signed; cut EVEN for messages logged before UNITS) and carrier rules
     (carriers.RULES; 0 for messages logged before them). A text part whose decoded
     body has more than `max_text` bytes leaves the whole message untouched (`untouched` says
     why), before anything is decoded: analysis costs time and memory in proportion to the

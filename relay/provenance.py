@@ -11,7 +11,7 @@ from typing import Any
 
 from .align import align
 from .carriers import DOUBLED, SINGLE
-from .codes import unpack_hashes
+from .hashes import unpack_hashes
 from .keys import KeyError_, Keyring
 from .reading import FIT, Derived, Evidence, Fit, Log, found, meta, null, reading
 from .score import family_wise, p_at_most

@@ -14,8 +14,10 @@ from typing import Any, Protocol
 
 from .align import Alignment, align
 from .carriers import SENTENCE, WORD
-from .codes import MessageCode, Scheme, bias, carrier_keys, shingles, unpack_hashes, word_hashes
+from .codes import MessageCode
+from .hashes import carrier_keys, shingles, unpack_hashes, word_hashes
 from .keys import Keyring
+from .scheme import Scheme, bias
 from .score import block_pmf, null_rates, p_at_most
 from .tokens import ExcerptWord, settled_gaps
 

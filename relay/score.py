@@ -10,7 +10,7 @@ of independent Bernoulli(r_j), r_j = bias_j if the leak shows 0, 1 - bias_j if i
 the p-value P(D <= d) is computed exactly. Over n recipients (and every logged message that was
 tried), the chance that *some* innocent matches this well is 1 - (1-p)^n.
 
-Word carriers grouped in blocks (codes.Blocks) are not independent: an innocent doubles exactly k
+Word carriers in blocks (wordblocks.Blocks) are not independent: an innocent doubles exactly k
 of a block's m carriers, a uniformly random k-subset. The likelihood ratio still depends on d
 alone (every k-subset is equally likely under innocence), so d stays the statistic; a block
 contributes the exact distribution of its disagreements (`block_pmf`) instead of binomials.

@@ -7,7 +7,7 @@ regular expressions, ran one `asyncio.wait_for` per reply and waited for four ro
 (MAIL, RCPT, DATA, the message). Measured in the relay's own fan-out (bench/speed.py message,
 31 KB, copies equal to the original so that rendering does not count, cProfile): 0.68 ms of
 regular expressions and 0.49 ms of address parsing per copy. Here, the data the relay hands
-over is CRLF-only already (relay.server normalises it; a copy is spliced from it), so a copy is
+over is CRLF-only already (relay.handler normalises it; a copy is spliced from it), so a copy is
 checked with three `bytes.count` calls and dot-stuffed with one `bytes.replace`; addresses are
 sent exactly as relay.addresses accepted them (checked here only for characters that could inject
 a command); MAIL, every RCPT and DATA go out in one write when the upstream offers PIPELINING,

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .codes import Scheme
+from .scheme import Scheme
 
 PENDING, ACCEPTED, TEMPFAIL, PERMFAIL = "pending", "accepted", "tempfail", "permfail"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.align import align
-from relay.codes import word_hashes
+from relay.hashes import word_hashes
 from relay.tokens import norm
 
 KEY = bytes(32)

@@ -1,4 +1,5 @@
-"""Keyed derivations: identity, word hashes, carrier keys and per-recipient bits."""
+"""Per-recipient bits: the v2 keyed stream (read carrier by carrier through tests/codebits.py),
+word carriers in blocks doubled exactly, the bulk path against a reference, code versions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import struct
 import textwrap
 from pathlib import Path
 
+import codebits
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,27 +21,10 @@ from hypothesis import strategies as st
 
 from relay import codes
 from relay.carriers import SENTENCE, WORD, analyse_html, analyse_plain
-from relay.codes import (
-    EVEN,
-    UNITS,
-    V2,
-    V3,
-    Blocks,
-    CodeBook,
-    MessageCode,
-    Scheme,
-    bias,
-    budget_unit,
-    carrier_keys,
-    message_identity,
-    pack_hashes,
-    shingles,
-    unpack_hashes,
-    word_hashes,
-    word_order,
-    word_runs,
-    word_threshold,
-)
+from relay.codes import CodeBook, MessageCode, word_threshold
+from relay.hashes import carrier_keys, word_hashes
+from relay.scheme import CHUNK, EVEN, UNITS, V2, V3, Scheme, bias
+from relay.wordblocks import Blocks
 
 KEY = bytes(range(32))
 KEY2 = bytes(range(1, 33))
@@ -61,80 +46,7 @@ def layout_ckeys() -> tuple[list[bytes], list[float]]:
     return [ck[i] for i, _ in cs], [bias(g.cls, 0.16) for _, g in cs]
 
 
-# --- identity --------------------------------------------------------------------------------
-
-
-def test_message_identity_depends_on_every_byte_and_sender() -> None:
-    raw = b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nHello all.\r\n"
-    base = message_identity(raw, "boss@example.com")
-    assert re.fullmatch(r"[0-9a-f]{64}", base)
-    assert message_identity(raw, "boss@example.com") == base
-    seen = {base}
-    for i in range(len(raw)):
-        for delta in (1, 128):
-            mutated = raw[:i] + bytes([(raw[i] + delta) % 256]) + raw[i + 1:]
-            seen.add(message_identity(mutated, "boss@example.com"))
-    assert len(seen) == 2 * len(raw) + 1
-    assert message_identity(raw + b"\r\n", "boss@example.com") != base
-    assert message_identity(raw[:-1], "boss@example.com") != base
-    assert message_identity(raw, "other@example.com") != base
-    assert message_identity(raw, "") != base
-    # sender and body are not simply concatenated
-    assert message_identity(b"xbody", "a@b") != message_identity(b"body", "a@bx")
-
-
-def test_message_identity_not_message_id_alone() -> None:
-    a = b"Message-ID: <same@x>\r\n\r\nfirst text\r\n"
-    b = b"Message-ID: <same@x>\r\n\r\nsecond text\r\n"
-    assert message_identity(a, "s@x") != message_identity(b, "s@x")
-
-
-# --- hashes ----------------------------------------------------------------------------------
-
-
-def test_word_hashes_keyed_and_deterministic() -> None:
-    words = ["the", "relay", "sends", "the", "copies"]
-    h = word_hashes(KEY, words)
-    assert h == word_hashes(KEY, words)
-    assert h[0] == h[3] and len(set(h)) == 4
-    assert all(0 <= x < 1 << 63 for x in h)
-    h2 = word_hashes(KEY2, words)
-    assert not set(h) & set(h2)
-    assert unpack_hashes(pack_hashes(h)) == h
-    assert len(pack_hashes(h)) == 8 * len(h)
-
-
-def test_shingles() -> None:
-    h = word_hashes(KEY, "a b c d a b c".split())
-    s = shingles(h)
-    assert len(s) == len(h) - 2
-    assert s[0] == s[4] and len(set(s)) == 4
-    assert shingles(h[:2]) == []
-    assert shingles(word_hashes(KEY, "x a b c y".split()))[1] == s[0]
-
-
-def test_carrier_keys_distinct_for_repeated_phrases() -> None:
-    words = ("this license " * 5 + "applies to each work under this license " * 4).split()
-    h = word_hashes(KEY, words)
-    ck = carrier_keys(h)
-    assert len(ck) == len(words) - 1
-    assert len(set(ck)) == len(ck)
-
-
-def test_carrier_keys_depend_on_local_context_only() -> None:
-    a = word_hashes(KEY, "one two three four five six seven eight".split())
-    b = word_hashes(KEY, "zero one two three four five six seven eight".split())
-    ca, cb = carrier_keys(a), carrier_keys(b)
-    # gap "three|four" has the same neighbourhood in both texts, so the same key
-    assert ca[2] == cb[3]
-    # the first gap of `a` has no left neighbour; in `b` the same gap does
-    assert ca[0] != cb[1]
-    # a changed word changes the keys of the gaps that see it, and only those
-    c = list(a)
-    c[4] = word_hashes(KEY, ["FIVE!"])[0]
-    cc = carrier_keys(c)
-    assert [x != y for x, y in zip(ca, cc, strict=True)] == [False, False, True, True, True,
-                                                             True, False]
+# --- bits ------------------------------------------------------------------------------------
 
 
 def test_plain_and_html_renderings_share_carrier_keys() -> None:
@@ -156,27 +68,17 @@ def test_plain_and_html_renderings_share_carrier_keys() -> None:
     assert all(hp[i] == hh[i] for i in common)
     book = CodeBook(KEY, IDENT)
     idx = sorted(common)
-    bp = book.bits("alice@example.com", [ckp[i] for i in idx], [0.3] * len(idx))
-    bh = book.bits("alice@example.com", [ckh[i] for i in idx], [0.3] * len(idx))
+    bp = codebits.bits(book, "alice@example.com", [ckp[i] for i in idx], [0.3] * len(idx))
+    bh = codebits.bits(book, "alice@example.com", [ckh[i] for i in idx], [0.3] * len(idx))
     assert bp == bh and 0 < sum(bp) < len(bp)
-
-
-# --- bits ------------------------------------------------------------------------------------
-
-
-def test_bias() -> None:
-    assert bias(SENTENCE, 0.16) == 0.5
-    assert bias(WORD, 0.16) == 0.16
-    assert bias(WORD, 0.0) == 0.0
-    assert bias(0, 0.3) == 0.0
 
 
 def test_bits_deterministic(layout_ckeys: tuple[list[bytes], list[float]]) -> None:
     ck, bs = layout_ckeys
-    a = CodeBook(KEY, IDENT).bits("alice@example.com", ck, bs)
-    assert a == CodeBook(KEY, IDENT).bits("alice@example.com", ck, bs)
+    a = codebits.bits(CodeBook(KEY, IDENT), "alice@example.com", ck, bs)
+    assert a == codebits.bits(CodeBook(KEY, IDENT), "alice@example.com", ck, bs)
     # recipient addresses compare case-insensitively
-    assert a == CodeBook(KEY, IDENT).bits("Alice@Example.COM", ck, bs)
+    assert a == codebits.bits(CodeBook(KEY, IDENT), "Alice@Example.COM", ck, bs)
     assert set(a) == {0, 1}
 
 
@@ -190,12 +92,12 @@ def test_bits_differ_by_key_identity_recipient(
     half = [0.5] * len(ck)
     n = len(ck)
     assert n > 300
-    a = CodeBook(KEY, IDENT).bits("alice@example.com", ck, half)
+    a = codebits.bits(CodeBook(KEY, IDENT), "alice@example.com", ck, half)
     others = [
-        CodeBook(KEY2, IDENT).bits("alice@example.com", ck, half),
-        CodeBook(KEY, "b" * 64).bits("alice@example.com", ck, half),
-        CodeBook(KEY, IDENT).bits("bob@example.com", ck, half),
-        CodeBook(KEY, IDENT).bits("alice@example.org", ck, half),
+        codebits.bits(CodeBook(KEY2, IDENT), "alice@example.com", ck, half),
+        codebits.bits(CodeBook(KEY, "b" * 64), "alice@example.com", ck, half),
+        codebits.bits(CodeBook(KEY, IDENT), "bob@example.com", ck, half),
+        codebits.bits(CodeBook(KEY, IDENT), "alice@example.org", ck, half),
     ]
     for o in others:
         # independent fair coins: about half differ
@@ -205,16 +107,16 @@ def test_bits_differ_by_key_identity_recipient(
 def test_bits_follow_bias_threshold(layout_ckeys: tuple[list[bytes], list[float]]) -> None:
     ck, _ = layout_ckeys
     book = CodeBook(KEY, IDENT)
-    u = book.uniforms("carol@example.com", ck)
+    u = codebits.uniforms(book, "carol@example.com", ck)
     assert all(0.0 <= x < 1.0 for x in u)
-    assert book.bits("carol@example.com", ck, [0.0] * len(ck)) == [0] * len(ck)
-    assert book.bits("carol@example.com", ck, [1.0] * len(ck)) == [1] * len(ck)
+    assert codebits.bits(book, "carol@example.com", ck, [0.0] * len(ck)) == [0] * len(ck)
+    assert codebits.bits(book, "carol@example.com", ck, [1.0] * len(ck)) == [1] * len(ck)
     # monotone in bias: a 1 at bias p stays a 1 at any larger bias
-    lo = book.bits("carol@example.com", ck, [0.1] * len(ck))
-    hi = book.bits("carol@example.com", ck, [0.3] * len(ck))
+    lo = codebits.bits(book, "carol@example.com", ck, [0.1] * len(ck))
+    hi = codebits.bits(book, "carol@example.com", ck, [0.3] * len(ck))
     assert all(h >= g for g, h in zip(lo, hi, strict=True))
     with pytest.raises(ValueError):
-        book.bits("carol@example.com", ck, [0.5])
+        codebits.bits(book, "carol@example.com", ck, [0.5])
 
 
 @pytest.mark.parametrize("p", [0.5, 0.16, 0.05])
@@ -226,7 +128,7 @@ def test_empirical_bias(layout_ckeys: tuple[list[bytes], list[float]], p: float)
     ones = 0
     per_carrier = [0] * len(ck)
     for r in range(n_rcpt):
-        bits = book.bits(f"user{r}@example.com", ck, [p] * len(ck))
+        bits = codebits.bits(book, f"user{r}@example.com", ck, [p] * len(ck))
         ones += sum(bits)
         for j, b in enumerate(bits):
             per_carrier[j] += b
@@ -243,11 +145,11 @@ def test_bits_independent_across_recipients(
     ck, _ = layout_ckeys
     ck = ck[:64]
     book = CodeBook(KEY, IDENT)
-    codes = {tuple(book.bits(f"u{r}@x.org", ck, [0.5] * 64)) for r in range(300)}
+    codes = {tuple(codebits.bits(book, f"u{r}@x.org", ck, [0.5] * 64)) for r in range(300)}
     assert len(codes) == 300
     # pairwise agreement of two codes is ~ 1/2 per bit
-    a = book.bits("u1@x.org", ck, [0.5] * 64)
-    agree = [64 - _diff(a, book.bits(f"v{r}@x.org", ck, [0.5] * 64)) for r in range(200)]
+    a = codebits.bits(book, "u1@x.org", ck, [0.5] * 64)
+    agree = [64 - _diff(a, codebits.bits(book, f"v{r}@x.org", ck, [0.5] * 64)) for r in range(200)]
     mean = sum(agree) / len(agree)
     assert abs(mean - 32) < 5 * math.sqrt(16 / 200)
 
@@ -264,86 +166,6 @@ def _docs(n_words: int = 2000) -> list[tuple[list[bytes], bytes]]:
               analyse_html("<p>" + html.escape(text) + "</p>")):
         out.append((carrier_keys(word_hashes(KEY, L.words)), bytes(g.cls for g in L.gaps)))
     return out
-
-
-@pytest.mark.parametrize("n", [1, 5, 47, 48, 95, 96, 97, 1000])
-def test_even_blocks_sizes_and_weights(n: int) -> None:
-    """The cut of messages logged before UNITS: equal blocks, floor(size/6) doubles each."""
-    order = [bytes([i % 256, i // 256]) for i in range(n)]
-    b = Blocks.build(order, 1 / 6, 48, EVEN)
-    assert [c for m in b.members for c in m] == order  # consecutive, in reading order
-    sizes = [len(m) for m in b.members]
-    if n >= 48:
-        assert all(48 <= s < 96 for s in sizes) and max(sizes) - min(sizes) <= 1
-    else:
-        assert sizes == [n]
-    assert b.ones == tuple(s // 6 for s in sizes)
-    assert all(b.index[c] == i for i, m in enumerate(b.members) for c in m)
-    assert Blocks.build(order, 0.0, 48, EVEN).members == ()
-    assert Blocks.build([], 1 / 6, 48, EVEN).members == ()
-
-
-@pytest.mark.parametrize("rate", [1 / 6, 0.3, 0.15, 0.5])
-@given(n=st.integers(1, 3000))
-@settings(max_examples=60, deadline=None)
-def test_unit_blocks_spend_the_whole_budget_and_never_more_in_a_block(rate: float,
-                                                                      n: int) -> None:
-    """UNITS: the message doubles floor(n * rate) in all (the most the rate allows), no block
-    doubles more than its rate, and blocks hold at least 48 gaps when the message has them."""
-    order = [i.to_bytes(2, "big") for i in range(n)]
-    b = Blocks.build(order, rate, 48, UNITS)
-    assert [c for m in b.members for c in m] == order
-    p, q = budget_unit(rate)
-    assert sum(b.ones) == n * p // q == math.floor(n * rate + 1e-9)
-    for m, k in zip(b.members, b.ones, strict=True):
-        assert k * q <= len(m) * p  # k / len(m) <= rate, exactly
-    sizes = [len(m) for m in b.members]
-    if n >= 48 + q:
-        assert min(sizes) >= 48 and max(sizes) < 2 * 48 + 2 * q
-    else:
-        assert len(sizes) == 1
-    assert all(b.index[c] == i for i, m in enumerate(b.members) for c in m)
-
-
-def test_unit_blocks_double_more_than_even_ones() -> None:
-    """The reason for UNITS: even blocks of 53 double 8 (15.1 %), unit blocks of 54 double 9."""
-    order = [i.to_bytes(2, "big") for i in range(264)]
-    assert sum(Blocks.build(order, 1 / 6, 48, EVEN).ones) == 40
-    assert sum(Blocks.build(order, 1 / 6, 48, UNITS).ones) == 44
-    assert budget_unit(1 / 6) == (1, 6) and budget_unit(0.3) == (3, 10)
-    with pytest.raises(ValueError):
-        Blocks.build(order, 1 / 6, 48, 7)
-
-
-def test_word_order_first_occurrence_in_part_order() -> None:
-    a, b, c = b"a", b"b", b"c"
-    docs = [([a, b, c], bytes([WORD, SENTENCE, WORD])), ([b, c, a], bytes([WORD, WORD, 0]))]
-    assert word_order(docs) == [a, c, b]
-
-
-def test_word_runs_group_keys_by_the_documents_holding_them() -> None:
-    a, b, c, p, h1, h2, s = (bytes([i]) for i in range(7))
-    plain = ([a, b, s, c, p], bytes([WORD, WORD, SENTENCE, WORD, WORD]))
-    html_ = ([a, h1, b, s, c, h2], bytes([WORD, WORD, WORD, SENTENCE, WORD, WORD]))
-    assert word_runs([plain, html_]) == [[a, b, c], [p], [h1, h2]]
-    assert word_runs([html_, plain]) == [[a, b, c], [h1, h2], [p]]
-    assert word_runs([plain]) == [[a, b, c, p]]
-
-
-@given(st.lists(st.sets(st.integers(0, 400), max_size=300), min_size=1, max_size=4),
-       st.sampled_from([1 / 6, 0.3]))
-@settings(max_examples=80, deadline=None)
-def test_every_document_is_whole_blocks(doc_keys: list[set[int]], rate: float) -> None:
-    """UNITS: each document's word carriers are a union of whole blocks, so no rendering of a
-    message can double more than its share, whatever the other renderings hold."""
-    docs = [([k.to_bytes(2, "big") for k in sorted(d)], bytes([WORD] * len(d)))
-            for d in doc_keys]
-    b = Blocks.of(docs, rate, 48, UNITS)
-    assert sorted(c for m in b.members for c in m) == sorted(
-        {c for ck, _ in docs for c in ck})
-    for ck, _ in docs:
-        mine = set(ck)
-        assert all(set(m) <= mine or not set(m) & mine for m in b.members)
 
 
 def test_each_rendering_doubles_at_most_its_share() -> None:
@@ -417,7 +239,7 @@ def test_legacy_code_is_the_independent_codebook() -> None:
     keep = [i for i, k in enumerate(cl) if k]
     keys_ = [ck[i] for i in keep]
     universe = {c for d in docs for c, k in zip(*d, strict=True) if k}
-    old = CodeBook(KEY, IDENT, universe).bits("alice@example.com", keys_,
+    old = codebits.bits(CodeBook(KEY, IDENT, universe), "alice@example.com", keys_,
                                                [bias(cl[i], 0.16) for i in keep])
     assert code.bits("alice@example.com", keys_, [cl[i] for i in keep]) == old
     assert code.blocks is None and code.in_block(keys_[0]) is None
@@ -557,7 +379,7 @@ def test_v3_excerpt_reads_only_its_chunks() -> None:
     ck, cl = docs[0]
     pairs = [(c, k) for c, k in zip(ck, cl, strict=True) if k][400:460]
     reading = code.reading([c for c, _ in pairs], [k for _, k in pairs])
-    total = -(-len({c for d, dc in docs for c, k in zip(d, dc, strict=True) if k}) // codes.CHUNK)
+    total = -(-len({c for d, dc in docs for c, k in zip(d, dc, strict=True) if k}) // CHUNK)
     assert reading.chunks is not None and 1 <= len(reading.chunks) <= 4 < total
     rcpts = [f"u{i}@example.com" for i in range(20)]
     full = code.reading(ck, list(cl))
@@ -577,17 +399,6 @@ def test_versions_give_different_codes() -> None:
     ck, cl = docs[0]
     a, b = v2.bits("alice@example.com", ck, list(cl)), v3.bits("alice@example.com", ck, list(cl))
     assert a != b
-
-
-def test_scheme_is_one_checked_value() -> None:
-    s = codes.SCHEME.with_rate(0.3)
-    assert (s.version, s.word_rate, s.block, s.cut) == (V3, 0.3, codes.BLOCK, UNITS)
-    assert Scheme(2, 0.16, 0, 0, 0).cut is EVEN and Scheme(2, 0.16, 0, 0, 0) == Scheme(
-        V2, 0.16, 0, EVEN, 0)
-    with pytest.raises(ValueError):
-        Scheme(4, 1 / 6)
-    with pytest.raises(ValueError):
-        Scheme(V3, 1 / 6, 48, 7)
 
 
 @given(values=st.lists(st.sampled_from([0, 1, 2, 3, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1]),

@@ -14,9 +14,9 @@ from pathlib import Path
 import clients
 import pytest
 
-from relay.codes import SCHEME
 from relay.fingerprint import prepare
 from relay.policy import normalise_newlines
+from relay.scheme import SCHEME
 
 CORPUS = Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data"
 FILES = sorted(p for p in CORPUS.glob("msg_*.txt")) if CORPUS.is_dir() else []

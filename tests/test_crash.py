@@ -346,8 +346,8 @@ def expected_copies(workdir: Path, data: bytes, rcpts: list[str]) -> dict[str, b
     as it is)."""
     sys.path.insert(0, str(ROOT))
     from relay import fingerprint, keys
-    from relay.codes import SCHEME
     from relay.config import PROFILES
+    from relay.scheme import SCHEME
 
     word_rate = PROFILES["standard"]
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import require_tool
 from render import chromium_path, html_mail, page_height, plain_mail, render_html
 
-from relay.codes import SCHEME
 from relay.fingerprint import prepare
+from relay.scheme import SCHEME
 from relay.store import ACCEPTED, Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,24 +16,11 @@ from typing import Any
 import pytest
 
 from relay.carriers import NONE, SENTENCE, WORD, Gap, analyse_plain
-from relay.codes import (
-    BLOCK,
-    CUT,
-    EVEN,
-    SCHEME,
-    V2,
-    V3,
-    MessageCode,
-    Scheme,
-    bias,
-    carrier_keys,
-    message_identity,
-    pack_hashes,
-    shingles,
-    word_hashes,
-)
+from relay.codes import MessageCode
 from relay.decoding import MAX_CANDIDATES, Derived, Report, decode
+from relay.hashes import carrier_keys, message_identity, pack_hashes, shingles, word_hashes
 from relay.keys import Keyring
+from relay.scheme import BLOCK, CUT, EVEN, SCHEME, V2, V3, Scheme, bias
 from relay.store import DocumentRow
 from relay.tokens import excerpt_words
 

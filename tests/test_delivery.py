@@ -27,8 +27,8 @@ from conftest import (
     start_sink,
 )
 
-from relay.codes import SCHEME
 from relay.config import Config
+from relay.scheme import SCHEME
 from relay.store import ACCEPTED, PERMFAIL
 
 STAFF = [f"user{i}@example.com" for i in range(6)]
@@ -160,10 +160,10 @@ async def test_retry_after_key_rotation_signs_with_the_first_key(
 
 async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    """A message first attempted by a relay that cut its blocks evenly (before codes.UNITS) is
+    """A message first attempted by a relay that cut its blocks evenly (before scheme.UNITS) is
     retried with that cut, so every copy of it follows the code the log says."""
     from relay import fingerprint, keys
-    from relay.codes import BLOCK, EVEN, UNITS, V2, Scheme
+    from relay.scheme import BLOCK, EVEN, UNITS, V2, Scheme
 
     data = make_message(body="\r\n\r\n".join(PROSE * 2))  # 264 word gaps: 40 or 44 doubles
     relay = await start_relay(cfg)
@@ -194,7 +194,7 @@ async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
     import clients
 
     from relay import fingerprint, keys
-    from relay.codes import V2, Scheme
+    from relay.scheme import V2, Scheme
 
     data = clients.build("outlook", clients.prose("en", 3, long=True), charset="utf-8",
                          msgid="<retry-rules@example.com>")

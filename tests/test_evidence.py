@@ -31,8 +31,8 @@ from render import (
     screenshot,
 )
 
-from relay.codes import SCHEME
 from relay.fingerprint import prepare
+from relay.scheme import SCHEME
 from relay.store import ACCEPTED, Store
 
 ROOT = Path(__file__).resolve().parent.parent

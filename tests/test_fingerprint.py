@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.carriers import analyse_html, analyse_plain
-from relay.codes import SCHEME
 from relay.decoding import decode
 from relay.fingerprint import prepare
 from relay.keys import Keyring
+from relay.scheme import SCHEME
 from relay.store import ACCEPTED, Store
 from relay.tokens import excerpt_words
 

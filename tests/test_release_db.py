@@ -90,7 +90,7 @@ def test_upgrade_keeps_every_logged_message_on_code_v2(log_copy: tuple[Path, Pat
     """Opening the released log runs migration 7: every message it holds reads back as code v2
     (with its own blocks, cut and rules), so retries re-sign it and decodes read it as before;
     only new mail gets code v3."""
-    from relay import codes
+    from relay.scheme import EVEN, UNITS, V2
 
     db, _, _ = log_copy
     store = Store(db, create=False)
@@ -100,9 +100,9 @@ def test_upgrade_keeps_every_logged_message_on_code_v2(log_copy: tuple[Path, Pat
         schemes = {store.signing_of(i)[1] for i in ids}  # type: ignore[index]
     finally:
         store.close()
-    assert len(ids) >= 4 and {s.version for s in schemes} == {codes.V2}
-    assert {(s.block > 0, s.cut) for s in schemes} >= {(False, codes.EVEN), (True, codes.EVEN),
-                                                       (True, codes.UNITS)}
+    assert len(ids) >= 4 and {s.version for s in schemes} == {V2}
+    assert {(s.block > 0, s.cut) for s in schemes} >= {(False, EVEN), (True, EVEN),
+                                                       (True, UNITS)}
 
 
 @pytest.mark.parametrize("name", EXCERPTS)

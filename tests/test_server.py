@@ -208,7 +208,7 @@ async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartR
 
 
 async def test_handle_exception_answers_451(relay, sink: Sink) -> None:
-    from relay.server import Handler
+    from relay.handler import Handler
 
     assert relay.handler is not None
     assert (await Handler.handle_exception(relay.handler, RuntimeError("boom"))).startswith(

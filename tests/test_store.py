@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay import store as store_mod
-from relay.codes import EVEN, UNITS, V2, V3, Scheme
+from relay.scheme import EVEN, UNITS, V2, V3, Scheme
 from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
 
 
@@ -121,7 +121,7 @@ def _old_database(path: Path, version: int, columns: str, values: str) -> Store:
 @pytest.mark.parametrize("version, columns, values, scheme", [
     # migration 3: logged before blocks -> block 0, independent bits
     (2, "identity, key_id, word_rate", "'old', 'k1', 0.16", Scheme(V2, 0.16, 0, EVEN, 0)),
-    # migration 4: blocks cut evenly (before codes.UNITS) -> cut 0, codes.EVEN
+    # migration 4: blocks cut evenly (before scheme.UNITS) -> cut 0, scheme.EVEN
     (3, "identity, key_id, word_rate, block", "'old', 'k1', 0.1667, 48",
      Scheme(V2, 0.1667, 48, EVEN, 0)),
     # migration 5: carrier rules before long lines and the MIME check -> rules 0

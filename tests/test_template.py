@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay import mime, template
-from relay.codes import SCHEME
 from relay.fingerprint import Prepared, prepare
 from relay.policy import normalise_newlines
+from relay.scheme import SCHEME
 
 KEY = bytes(range(32))
 SENDER = "ceo@example.com"

@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 import test_crash as scenario  # noqa: E402
 
-from relay import codes, fingerprint, keys  # noqa: E402
+from relay import fingerprint, keys  # noqa: E402
 from relay.config import PROFILES  # noqa: E402
 from relay.decoding import decode  # noqa: E402
+from relay.scheme import BLOCK, CUT, EVEN, V2, Scheme  # noqa: E402
 from relay.store import ACCEPTED, Store  # noqa: E402
 from relay.tokens import excerpt_words  # noqa: E402
 
@@ -115,13 +116,13 @@ def main() -> int:
     paras = gpl_paragraphs()
     msgs = {  # name -> (raw, recipients, block, cut)
         "mixed": (message("Licensing", "release-mixed", paras[4:8], True), recipients("mixed"),
-                  codes.BLOCK, codes.CUT),
+                  BLOCK, CUT),
         "plain": (message("Conveying", "release-plain", paras[8:12], False),
-                  recipients("plain"), codes.BLOCK, codes.CUT),
+                  recipients("plain"), BLOCK, CUT),
         "even": (message("Patents", "release-even", paras[12:16], True), recipients("even"),
-                 codes.BLOCK, codes.EVEN),
+                 BLOCK, EVEN),
         "independent": (message("Termination", "release-independent", paras[16:20], True),
-                        recipients("indep"), 0, codes.EVEN),
+                        recipients("indep"), 0, EVEN),
     }
     work = Path(tempfile.mkdtemp(prefix="relay-release-db-"))
     (work / "var").mkdir(mode=0o700)
@@ -151,7 +152,7 @@ def main() -> int:
     for name in ("even", "independent"):
         raw, rcpts, block, cut = msgs[name]
         p = fingerprint.prepare(raw, SENDER, KEY_ID, key,  # code v2: the release's code
-                                codes.Scheme(codes.V2, PROFILES["standard"], block, cut))
+                                Scheme(V2, PROFILES["standard"], block, cut))
         store.record_message(**p.log_entry(SENDER))
         store.add_copies(p.identity, rcpts)
         store.set_copy_states(p.identity, [(r, ACCEPTED, "250 2.0.0 queued") for r in rcpts])

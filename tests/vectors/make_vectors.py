@@ -14,7 +14,7 @@ What is fixed: the key bytes, the envelope sender, the recipients, two messages 
 + text/html alternative with quoted-printable HTML, and a plain-only one; written here as .eml
 files once and read back from them), and a list of words. What is recorded (tests/test_vectors.py
 compares today's code against it): the message identity, every document's word hashes
-(codes.word_hashes), shingles, carrier keys (hex) and gap classes, each recipient's CodeBook
+(hashes.word_hashes), shingles, carrier keys (hex) and gap classes, each recipient's CodeBook
 seed, and for every code scheme a message can have been logged with (code version 2:
 independent bits, block = 0; blocks cut EVEN; blocks cut UNITS; code version 3: blocks cut
 UNITS) the block layout, every recipient's bits and the
@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from relay import codes, fingerprint  # noqa: E402
+from relay.hashes import carrier_keys, word_hashes  # noqa: E402
+from relay.scheme import BLOCK, EVEN, UNITS, V2, V3, Scheme  # noqa: E402
 
 KEY_HEX = "7e57" * 16  # TEST-ONLY key ("test"), never used for real mail
 KEY_ID = "vectors"
@@ -44,9 +46,9 @@ RECIPIENTS = ["alice@example.com", "Bob.Martin@Example.COM", "carol+news@example
               "dmitri@example.net", "eve@example.com"]
 WORDS = ["the", "The", "café", "naïve", "e.g.", "2026", "l'été", "x" * 40, "ß", "東京"]
 # (name, code version, block, cut): every code a logged message can carry
-SCHEMES = [("independent", codes.V2, 0, codes.EVEN), ("even", codes.V2, codes.BLOCK, codes.EVEN),
-           ("units", codes.V2, codes.BLOCK, codes.UNITS),
-           ("v3", codes.V3, codes.BLOCK, codes.UNITS)]
+SCHEMES = [("independent", V2, 0, EVEN), ("even", V2, BLOCK, EVEN),
+           ("units", V2, BLOCK, UNITS),
+           ("v3", V3, BLOCK, UNITS)]
 
 PARAGRAPHS = (
     "The quarterly review is scheduled for next Thursday in the main hall. Every team lead "
@@ -99,13 +101,13 @@ def vectors_of(raw: bytes, key: bytes) -> dict:
     out: dict = {}
     for name, version, block, cut in SCHEMES:
         p = fingerprint.prepare(raw, SENDER, KEY_ID, key,
-                                codes.Scheme(version, WORD_RATE, block, cut))
+                                Scheme(version, WORD_RATE, block, cut))
         if not out:
             out["identity"] = p.identity
             out["documents"] = [{
                 "part": d.part, "kind": d.kind, "hashes": list(d.hashes),
                 "shingles": d.shingles(),
-                "carrier_keys": [c.hex() for c in codes.carrier_keys(d.hashes)],
+                "carrier_keys": [c.hex() for c in carrier_keys(d.hashes)],
                 "classes": d.classes.hex()} for d in p.documents]
             book = codes.CodeBook(key, p.identity)
             out["seeds"] = {r: book.seed(r).hex() for r in RECIPIENTS}
@@ -115,7 +117,7 @@ def vectors_of(raw: bytes, key: bytes) -> dict:
         blocks = code.blocks
         out["schemes"][name] = {
             # the version is written for V3 on: the V2 entries were written before it existed
-            **({"version": version} if version != codes.V2 else {}),
+            **({"version": version} if version != V2 else {}),
             "block": block, "cut": int(cut),
             "blocks": None if blocks is None else [[len(m), k] for m, k in
                                                      zip(blocks.members, blocks.ones,
@@ -142,7 +144,7 @@ def main() -> int:
                 "make a test pass. The key is for tests only.",
         "key_hex": KEY_HEX, "key_id": KEY_ID, "sender": SENDER, "word_rate": WORD_RATE,
         "recipients": RECIPIENTS,
-        "words": {"words": WORDS, "hashes": codes.word_hashes(key, WORDS)},
+        "words": {"words": WORDS, "hashes": word_hashes(key, WORDS)},
         "messages": {},
     }
     for name, raw in messages.items():
