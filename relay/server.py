@@ -48,10 +48,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from . import keys, limits, sdnotify
 from .addresses import check_rcpt, check_sender, mail_options_upstream, parse_path, strip_route
+from .asyncstore import AsyncStore
 from .config import Config, ConfigError
-from .delivery import AsyncStore, Deliverer, Transaction, UpstreamPool
+from .delivery import Deliverer, Transaction
 from .passwords import dummy_hash, load_auth_file, verify_password
 from .policy import load_members, normalise_newlines
+from .upstream import UpstreamPool
 
 log = logging.getLogger("relay")
 
@@ -440,7 +442,7 @@ class Relay:
         self.flusher: asyncio.Task[None] | None = None
         self.store = AsyncStore(cfg.db_path)
         await self.store.open()
-        await self.store.call("prune_deliveries", time.time() - 14 * 86400)
+        await self.store.prune_deliveries(time.time() - 14 * 86400)
         self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,
                                  cfg.upstream_timeout, cfg.hostname)
         self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)

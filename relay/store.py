@@ -27,7 +27,11 @@ import sqlite_utils
 
 from .codes import Scheme
 
-PENDING, ACCEPTED, TEMPFAIL, PERMFAIL = "pending", "accepted", "tempfail", "permfail"
+# the copy states, declared with delivery's decisions (re-exported: callers read them here)
+from .outcomes import ACCEPTED as ACCEPTED
+from .outcomes import PENDING
+from .outcomes import PERMFAIL as PERMFAIL
+from .outcomes import TEMPFAIL as TEMPFAIL
 
 
 class StoreError(Exception):
