@@ -34,7 +34,7 @@ class AsyncStore:
         self._store = await loop.run_in_executor(self._ex, Store, self.path)
 
     async def run(self, fn: Callable[[Store], T]) -> T:
-        """Run fn(store) in the store thread (maintenance, tests)."""
+        """Run fn(store) in the store thread (the methods below; maintenance, tests)."""
         store = self._store
         if store is None:
             raise StoreError(f"{self.path}: database is not open")
