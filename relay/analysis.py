@@ -8,7 +8,7 @@ relay's threads or sockets is inherited). A worker that does not answer within t
 is killed and replaced, and the caller hears `None` (the message is then delivered untouched);
 a worker whose memory grew past RECYCLE_KIB after a message is replaced too.
 
-What crosses the boundary: the message bytes, the key and the codes.Scheme one way; the Prepared
+What crosses the boundary: the message bytes, the key and the scheme.Scheme one way; the Prepared
 object the other way, without its `raw` (the parent has those bytes). For the 35 KB benchmark
 message the Prepared pickle is about 190 KB, and the analysis takes 40 ms in a worker against
 30 ms in a thread (bench/hostile.py).

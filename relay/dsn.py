@@ -2,7 +2,7 @@
 
 The relay sends one when it answered a message with 250 although the upstream refused some
 recipients permanently (the client's MTA cannot know: SMTP has one reply per DATA). It goes from
-`<>` to the envelope sender (never to a list address: `withheld`) and names every failed
+`<>` to the envelope sender (never to a list address: `outcomes.withheld`) and names every failed
 recipient with the upstream's reply; the original message's header section is attached
 (text/rfc822-headers), never its body.
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from .outcomes import one_line, status_of
 from .policy import header_block
 
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _MSGID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]{1,900}>)", re.I | re.M)
 
 
@@ -34,34 +34,8 @@ class Notice:
     mail_options: tuple[str, ...]  # BODY=8BITMIME / SMTPUTF8 when the content needs them
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    """A reply squeezed onto one printable line (multi-line replies joined by spaces)."""
-    s = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def status_of(reply: str) -> str:
-    """The RFC 3463 status of a reply: its enhanced code when it has one of the same class as
-    the basic code, else X.0.0."""
-    parts = reply.split(None, 2)
-    basic = parts[0] if parts else ""
-    cls = basic[:1] if basic[:1] in ("2", "4", "5") else "5"
-    if len(parts) > 1 and _ENHANCED.match(parts[1]) and parts[1][0] == cls:
-        return parts[1]
-    return f"{cls}.0.0"
-
-
 def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
-
-
-def withheld(sender: str, lists: Iterable[str]) -> str | None:
-    """Why no notification may go to `sender`, or None. A list address (`[policy] lists` or
-    `members`) never gets one: it would reach every member ("MAIL FROM:<all-staff@...>" with one
-    refused recipient would otherwise notify the whole staff)."""
-    if sender.lower() in {a.lower() for a in lists}:
-        return "the envelope sender is a list address"
-    return None
 
 
 def build(*, reporting_mta: str, sender: str, failures: Sequence[Failure], original: bytes,

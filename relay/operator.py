@@ -172,7 +172,7 @@ def render_purged(p: Purged, before: float) -> str:
 
 
 async def retention_loop(store: object, keep_days: int, every: float = DAY) -> None:
-    """The running relay's daily purge (`[store] keep_days`); `store` is delivery.AsyncStore.
+    """The running relay's daily purge (`[store] keep_days`); `store` is asyncstore.AsyncStore.
     Runs first right after start (in the background: never delays serving)."""
     while True:
         before = time.time() - keep_days * DAY

@@ -28,14 +28,16 @@ import sys
 import time
 
 from . import keys, limits, sdnotify
+from .asyncstore import AsyncStore
 from .config import Config, ConfigError
-from .delivery import AsyncStore, Deliverer, UpstreamPool
+from .delivery import Deliverer
 from .gate import is_loopback
 from .handler import LOG_INTERVAL, Handler
 from .passwords import load_auth_file
 from .policy import load_members
 from .session import Gate, RelaySMTP
 from .smtpauth import Authenticator
+from .upstream import UpstreamPool
 
 log = logging.getLogger("relay")
 
@@ -80,7 +82,7 @@ class Relay:
         self.flusher: asyncio.Task[None] | None = None
         self.store = AsyncStore(cfg.db_path)
         await self.store.open()
-        await self.store.call("prune_deliveries", time.time() - 14 * 86400)
+        await self.store.prune_deliveries(time.time() - 14 * 86400)
         self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,
                                  cfg.upstream_timeout, cfg.hostname)
         self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)

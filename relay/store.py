@@ -25,9 +25,12 @@ from typing import Any
 
 import sqlite_utils
 
+# the copy states, declared with delivery's decisions (re-exported: callers read them here)
+from .outcomes import ACCEPTED as ACCEPTED
+from .outcomes import PENDING
+from .outcomes import PERMFAIL as PERMFAIL
+from .outcomes import TEMPFAIL as TEMPFAIL
 from .scheme import Scheme
-
-PENDING, ACCEPTED, TEMPFAIL, PERMFAIL = "pending", "accepted", "tempfail", "permfail"
 
 
 class StoreError(Exception):
@@ -93,12 +96,12 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
-    # 3: word carriers signed in blocks (codes.Blocks); 0 for messages logged before, whose
+    # 3: word carriers signed in blocks (wordblocks.Blocks); 0 for messages logged before, whose
     # word carriers are independent bits
     """
     ALTER TABLE messages ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
     """,
-    # 4: how the blocks are cut (codes.EVEN, codes.UNITS); messages logged before were cut even
+    # 4: how the blocks are cut (scheme.Cut.EVEN, scheme.Cut.UNITS); messages logged before were cut even
     """
     ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
     """,
@@ -113,7 +116,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE documents ADD COLUMN arrived BLOB;
     """,
-    # 7: the code version (codes.V2, codes.V3) of the message's keyed values; messages logged
+    # 7: the code version (scheme.V2, scheme.V3) of the message's keyed values; messages logged
     # before were all V2 (one stream per recipient over every carrier)
     """
     ALTER TABLE messages ADD COLUMN code_version INTEGER NOT NULL DEFAULT 2;
@@ -255,7 +258,7 @@ class Store:
             raise StoreError(f"{self.path}: cannot record copy: {e}") from None
 
     def signing_of(self, identity: str) -> tuple[str, Scheme] | None:
-        """(key_id, codes.Scheme) a logged message was signed with; None if not logged yet. A
+        """(key_id, scheme.Scheme) a logged message was signed with; None if not logged yet. A
         retry must make its copies with these, even after a key rotation, a profile change or
         an upgrade, and a decode reads them the same way."""
         try:

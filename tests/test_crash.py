@@ -478,7 +478,7 @@ def freeze_in_doubt(relay: RelayProcess, sink: SinkProcess, db: Path) -> set[str
 
 def test_in_doubt_copies_at_most_one_per_connection(tmp_path: Path) -> None:
     """At one upstream connection and a sink that answers at once, a worker must not send a
-    copy before the previous copy's record is committed (delivery._run_copies). The relay is
+    copy before the previous copy's record is committed (fanout.send_copies). The relay is
     frozen at a few hundred random instants of one fan-out, each a kill -9 snapshot, and the
     copies in doubt are counted: never more than one. Then a real kill -9, a restart and the
     retry: nothing missing, nothing sent twice but the one copy in doubt at the kill.

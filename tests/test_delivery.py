@@ -497,37 +497,6 @@ async def test_smtp_sink_dies_mid_fanout_then_recovers(base_cfg: Config,
         await good.close()
 
 
-async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Path) -> None:
-    """submit_copy hands the outcome to the database thread at once: by the time that thread
-    has finished what it was given, the row is durable, although the event loop never ran in
-    between (no await). Two outcomes submitted during one commit go together in the next."""
-    from relay.delivery import AsyncStore, Outcome
-
-    db = tmp_path / "r.db"
-    store = AsyncStore(db)
-    await store.open()
-    try:
-        await store.call("record_message", identity="i1", key_id="k1",
-                         scheme=SCHEME.with_rate(1 / 6), sender="boss@example.com", message_id=None,
-                         subject=None, date=None, size=1, documents=[], doc_shingles=[])
-        await store.call("add_copies", "i1", ["a@example.com", "b@example.com", "c@example.com"])
-        fut = store.submit_copy("i1", "a@example.com", Outcome(ACCEPTED, "250 ok"))
-        b = store.submit_copy("i1", "b@example.com", Outcome(ACCEPTED, "250 ok"))
-        c = store.submit_copy("i1", "c@example.com", Outcome(PERMFAIL, "550 no"))
-        store._ex.submit(lambda: None).result(timeout=10)  # the store thread, not the loop
-        conn = sqlite3.connect(db)
-        states = dict(conn.execute("SELECT recipient, state FROM copies"))
-        assert states["a@example.com"] == ACCEPTED
-        assert not fut.done()  # the loop has not run yet: durability did not wait for it
-        await asyncio.gather(fut, b, c)
-        states = dict(conn.execute("SELECT recipient, state FROM copies"))
-        assert states == {"a@example.com": ACCEPTED, "b@example.com": ACCEPTED,
-                          "c@example.com": PERMFAIL}
-        conn.close()
-    finally:
-        await store.close()
-
-
 # --- hostile input: what is analysed, for how long, and retries (issue 15) -------------------
 
 def long_text(size: int) -> str:
@@ -621,10 +590,10 @@ async def test_retry_while_the_first_attempt_runs_completes(
 
 
 async def test_big_message_goes_upstream_in_chunks_byte_identical(relay, sink: Sink) -> None:
-    """Messages over delivery.DATA_CHUNK are dot-stuffed a chunk at a time (aiosmtplib did it
+    """Messages over smtpclient.DATA_CHUNK are dot-stuffed a chunk at a time (aiosmtplib did it
     in one call that held the event loop 1.7 s for 51 MB): same bytes at the sink, dots and
     all, whatever line a chunk boundary falls on."""
-    from relay.delivery import DATA_CHUNK
+    from relay.smtpclient import DATA_CHUNK
 
     lines = [b".", b"..leading dots", b"plain line of text " * 3, b".x", b"", b"...."]
     body = b"\r\n".join(lines[i % len(lines)] for i in range(3 * DATA_CHUNK // 12))
