@@ -101,7 +101,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
     """,
-    # 4: how the blocks are cut (scheme.Cut.EVEN, scheme.Cut.UNITS); messages logged before were cut even
+    # 4: how the blocks are cut (scheme.Cut.EVEN, scheme.Cut.UNITS); messages logged before: even
     """
     ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
     """,
