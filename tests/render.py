@@ -153,9 +153,12 @@ def _chromium(page: str, flags: list[str], out_name: str | None, timeout: float,
 
 def screenshot(page: str, *, width: int, height: int, offline: bool = False,
                timeout: float = 90) -> bytes:
-    """PNG of `page` in a width x height window (CSS px, scale 1)."""
+    """PNG of `page` in a width x height window (CSS px, scale 1), taken once the page and its
+    images have loaded (a virtual time budget: without one, a busy machine could shoot before
+    an inline image was decoded)."""
     return _chromium(page, ["--screenshot={out}", f"--window-size={width},{height}",
-                            "--force-device-scale-factor=1"], "shot.png", timeout, offline)
+                            "--force-device-scale-factor=1", "--virtual-time-budget=10000"],
+                     "shot.png", timeout, offline)
 
 
 def print_pdf(page: str, *, offline: bool = False, timeout: float = 90) -> bytes:
