@@ -157,6 +157,10 @@ def decoded_size(body: bytes, cte: str) -> int:
 
 
 class Walker:
+    """The walk over one raw message: `walk()` fills `parts` (the rewritable text parts) and
+    `reasons` (one per text part skipped); `boundaries`, `delimiters` and `malformed` are what
+    relay.ambiguity compares with another reader."""
+
     def __init__(self, raw: bytes, max_text: int | None = None) -> None:
         self.raw = raw
         self.max_text = max_text
