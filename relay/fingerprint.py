@@ -156,8 +156,8 @@ def _template(p: Prepared) -> template.MessageTemplate | None:
     """The message's copy template, or None (every copy made by `_render`)."""
     try:
         t = templatebuild.build(p.raw, p._parts, [_carriers(pt, g) for pt, g in
-                                             zip(p._parts, p._gaps, strict=True)],
-                           p._marks, p._render_body)
+                                                  zip(p._parts, p._gaps, strict=True)],
+                                p._marks, p._render_body)
     except Exception as e:  # a template is a speed-up: copies never depend on it
         log.info("message %s: no copy template, each copy rendered (%s)", p.identity[:12], e)
         return None
