@@ -19,11 +19,11 @@ Invariants, for every input (as the relay does it: newlines normalised to CRLF f
    non-text leaves byte-identical after transfer decoding, text leaves equal after collapsing
    runs of spaces, U+00A0 and `&nbsp;` (in text/html also line ends, which HTML renders as
    spaces); and the bytes before the first / after the last
-   rewritable body (relay.mime's own spans) are unchanged. A difference on a message in which
-   the email package itself records defects (it reads another MIME structure than relay.mime,
+   rewritable body (relay.mimewalk's own spans) are unchanged. A difference on a message in which
+   the email package itself records defects (it reads another MIME structure than relay.mimewalk,
    e.g. `Name :` headers) is reported apart, as `parser-differential`. Under carrier rules 1
    (the default; `--rules 0` fuzzes the rules before) such a message is ambiguous
-   (relay.mime.Ambiguity) and left whole, so this class must stay empty;
+   (relay.ambiguity.Ambiguity) and left whole, so this class must stay empty;
 3. no line longer than 998 octets that was not already in the input;
 4. no bare CR or LF.
 
@@ -68,9 +68,9 @@ except ImportError:  # pragma: no cover - the fallback is reported
 
 if atheris is not None:
     with atheris.instrument_imports(include=["relay"]):
-        from relay import carriers, codes, fingerprint, mime, policy  # noqa: F401
+        from relay import carriers, codes, fingerprint, mime, policy, textpart  # noqa: F401
 else:
-    from relay import carriers, fingerprint, mime, policy
+    from relay import carriers, fingerprint, mime, policy, textpart
     from relay.scheme import SCHEME
 
 KEY_ID, KEY = "fuzz", hashlib.sha256(b"fuzz key").digest()
@@ -151,7 +151,7 @@ def same_but_whitespace(orig: bytes, copy: bytes) -> str | None:
     return None
 
 
-def check_copy(data: bytes, copy: bytes, parts: list[mime.TextPart], what: str) -> None:
+def check_copy(data: bytes, copy: bytes, parts: list[textpart.TextPart], what: str) -> None:
     if copy == data:
         return
     if _BARE.search(copy):
@@ -161,14 +161,14 @@ def check_copy(data: bytes, copy: bytes, parts: list[mime.TextPart], what: str) 
         if len(ln) > LINE_MAX and ln not in long_in:
             raise Finding("long-line", f"{what}: a {len(ln)}-octet line not in the input")
     if parts:
-        first = min(p._start for p in parts)
-        last = max(p._end for p in parts)
+        first = min(p.start for p in parts)
+        last = max(p.end for p in parts)
         if not copy.startswith(data[:first]) or not copy.endswith(data[last:]):
             raise Finding("outside-bytes", f"{what}: bytes outside the text bodies changed")
     why = same_but_whitespace(data, copy)
     if why is not None:
         defects = email_defects(data)
-        if defects:  # the email package reads another structure than relay.mime does
+        if defects:  # the email package reads another structure than relay.mimewalk does
             raise Finding("parser-differential", f"{'+'.join(defects)}: {what}: {why}",
                           "+".join(defects))
         raise Finding("not-whitespace-only", f"{what}: {why}", re.sub(r"part \d+ ", "", why))

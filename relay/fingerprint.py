@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from . import mime, template
+from . import mime, splice, template, templatebuild
+from .ambiguity import Ambiguity
 from .carriers import NONE, RULES, Gap, Layout, analyse_html, analyse_plain
 from .codes import MessageCode
 from .hashes import carrier_keys, message_identity, pack_hashes, shingles, word_hashes
 from .scheme import SCHEME, Scheme, bias
+from .templatepart import Carrier
+from .textpart import TextPart, TooLarge, UnsafeEdit
 
 log = logging.getLogger("relay.fingerprint")
 
@@ -53,9 +56,9 @@ class Prepared:
     meta: dict[str, str | None]
     documents: list[Document]
     skipped: list[str]
-    ambiguity: mime.Ambiguity | None = None  # why the whole message is left as it is
+    ambiguity: Ambiguity | None = None  # why the whole message is left as it is
     untouched: str | None = None  # why the whole message is left as it is (no carriers)
-    _parts: list[mime.TextPart] = field(repr=False, default_factory=list)
+    _parts: list[TextPart] = field(repr=False, default_factory=list)
     _gaps: list[list[tuple[int, Gap]]] = field(repr=False, default_factory=list)
     _marks: list[list[tuple[int, int, str]]] = field(repr=False, default_factory=list)
     _ckeys: list[bytes] = field(repr=False, default_factory=list)
@@ -113,7 +116,7 @@ class Prepared:
         return out
 
     def _render(self, bits: Sequence[int]) -> bytes:
-        """The reference rendering of a copy (relay.mime.render, every copy checked)."""
+        """The reference rendering of a copy (relay.splice.render, every copy checked)."""
         edits: dict[str, list[tuple[int, int, str]]] = {}
         j = 0
         for i, part in enumerate(self._parts):
@@ -122,19 +125,19 @@ class Prepared:
             j += n
             if out:
                 edits[part.path] = out
-        return mime.render(self.raw, self._parts, edits)
+        return splice.render(self.raw, self._parts, edits)
 
     def _render_body(self, i: int, bits: Sequence[int]) -> bytes:
         """Part i's body in a copy, the reference way (a part the template does not make)."""
         part = self._parts[i]
         edits = self._part_edits(i, bits)
         if not edits:
-            return part._body
-        out = mime.render(self.raw, [part], {part.path: edits})
-        return out[part._start:len(out) - (len(self.raw) - part._end)]
+            return part.body
+        out = splice.render(self.raw, [part], {part.path: edits})
+        return out[part.start:len(out) - (len(self.raw) - part.end)]
 
 
-def _carriers(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[template.Carrier]:
+def _carriers(part: TextPart, gaps: list[tuple[int, Gap]]) -> list[Carrier]:
     """Each carrier as the template takes it: its single form and what doubling inserts."""
     if part.subtype == "html":
         return [(g.start, g.end, _html_mark(g, 0), NBSP_HTML[:-1]) for _, g in gaps]
@@ -144,9 +147,9 @@ def _carriers(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[template
 def _template(p: Prepared) -> template.MessageTemplate | None:
     """The message's copy template, or None (every copy made by `_render`)."""
     try:
-        t = template.build(p.raw, p._parts, [_carriers(pt, g) for pt, g in
-                                             zip(p._parts, p._gaps, strict=True)],
-                           p._marks, p._render_body)
+        t = templatebuild.build(p.raw, p._parts, [_carriers(pt, g) for pt, g in
+                                                  zip(p._parts, p._gaps, strict=True)],
+                                p._marks, p._render_body)
     except Exception as e:  # a template is a speed-up: copies never depend on it
         log.info("message %s: no copy template, each copy rendered (%s)", p.identity[:12], e)
         return None
@@ -183,7 +186,7 @@ def _meta(raw: bytes) -> dict[str, str | None]:
     return {"message_id": get("Message-ID"), "subject": get("Subject"), "date": get("Date")}
 
 
-def analyse(part: mime.TextPart, rules: int = RULES) -> Layout:
+def analyse(part: TextPart, rules: int = RULES) -> Layout:
     if part.subtype == "html":
         return analyse_html(part.text, rules)
     return analyse_plain(part.text, rules)
@@ -192,7 +195,7 @@ def analyse(part: mime.TextPart, rules: int = RULES) -> Layout:
 MAX_LINE = 998  # octets, RFC 5322
 
 
-def _fit_lines(part: mime.TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[int, Gap]]:
+def _fit_lines(part: TextPart, gaps: list[tuple[int, Gap]]) -> list[tuple[int, Gap]]:
     """In a part sent as-is (7bit/8bit), keep only as many carriers per line as can all be
     doubled without the line passing 998 octets."""
     grow = len(NBSP_HTML) - 1 if part.subtype == "html" else 1
@@ -219,7 +222,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, scheme: Scheme = S
             max_text: int | None = None) -> Prepared:
     """Analyse a message once. Parts that cannot carry bits safely are left as they are (the
     reason is in `skipped` and logged), and so is the whole message when its MIME structure is
-    ambiguous (`ambiguity`, a typed mime.Ambiguity). `scheme` (scheme.Scheme): the code
+    ambiguous (`ambiguity`, a typed Ambiguity). `scheme` (scheme.Scheme): the code
     version, word rate, blocks (wordblocks.Blocks; block 0 for independent bits, as messages
     logged before blocks were signed; cut EVEN for messages logged before UNITS) and carrier rules
     (carriers.RULES; 0 for messages logged before them). A text part whose decoded
@@ -230,7 +233,7 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, scheme: Scheme = S
     rules, word_rate = scheme.rules, scheme.word_rate
     try:
         found = mime.analyse(raw, strict=rules >= 1, max_text=max_text)
-    except mime.TooLarge as e:
+    except TooLarge as e:
         return Prepared(raw=raw, identity=identity, key_id=key_id, scheme=scheme, meta={},
                         documents=[], skipped=[], untouched=str(e))
     p = Prepared(raw=raw, identity=identity, key_id=key_id, scheme=scheme, meta=_meta(raw),
@@ -252,14 +255,14 @@ def prepare(raw: bytes, sender: str, key_id: str, key: bytes, scheme: Scheme = S
         worst = [(g.start, g.end, _html_mark(g, 1) if part.subtype == "html" else "  ")
                  for _, g in gaps]
         try:
-            mime.render(raw, [part], {part.path: sorted(worst + marks)})
-        except mime.UnsafeEdit as e:
+            splice.render(raw, [part], {part.path: sorted(worst + marks)})
+        except UnsafeEdit as e:
             try:  # the earlier pass's marks stay rather than lose the part's carriers
                 if not (gaps and marks):
                     raise
-                mime.render(raw, [part], {part.path: worst})
+                splice.render(raw, [part], {part.path: worst})
                 marks = []
-            except mime.UnsafeEdit:
+            except UnsafeEdit:
                 p.skipped.append(f"part {part.path or '1'}: {e}")
                 continue
         p._parts.append(part)

@@ -23,8 +23,9 @@ CORE = [
     # text, marks, codes and the decoder's reading
     "tokens", "carriers", "htmltokens", "printable", "hashes", "scheme", "wordblocks", "codes",
     "align", "score", "reading", "provenance", "decoding",
-    # the message as bytes: structure, splicing, the signed copies
-    "mime", "template", "fingerprint",
+    # the message as bytes: structure, codecs, splicing, the copy template, the signed copies
+    "textpart", "charsets", "qp", "b64", "mimewalk", "ambiguity", "mime", "splice",
+    "templatepart", "template", "templatebuild", "fingerprint",
     # decisions the shells carry out
     "limits", "gate", "outcomes",
     # screenshots and the evidence sheet (Pillow and tesseract only where they are called)
@@ -77,11 +78,11 @@ def test_the_core_list_names_every_module_it_should() -> None:
     assert set(CORE) <= modules  # a renamed module must not silently leave the check
 
 
-# The largest module in relay/ today (mime.py). The modules still over 400 lines are the ones
+# The largest module in relay/ today (delivery.py). The modules still over 400 lines are the ones
 # issue 12 ("A house a newcomer reads in an hour") tracks for splitting: lower MAX_LINES and
 # shrink OVER_400 as they are split, until MAX_LINES is 400 and OVER_400 is empty.
-MAX_LINES = 926
-OVER_400 = {"mime.py", "template.py"}
+MAX_LINES = 400
+OVER_400: set[str] = set()
 
 
 def test_no_module_is_longer_than_the_house_allows() -> None:

@@ -7,7 +7,6 @@ import email
 import email.policy
 import html
 import re
-import textwrap
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,6 +15,7 @@ import clients
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mimesamples import build, forward_of, prose, text_of
 
 from relay.carriers import analyse_html, analyse_plain
 from relay.decoding import decode
@@ -27,30 +27,6 @@ from relay.tokens import excerpt_words
 
 KEY = bytes(range(32))
 RING = Keyring((("k1", KEY),))
-
-
-def prose(n_paras: int = 6) -> list[str]:
-    text = Path("/usr/share/common-licenses/GPL-3").read_text()
-    paras = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
-    return [p for p in paras if len(p.split()) > 30][3:3 + n_paras]
-
-
-def build(paras: list[str], plain_cte: str = "quoted-printable", html_cte: str = "base64",
-          charset: str = "utf-8", message_id: bool = True) -> bytes:
-    m = EmailMessage()
-    m["From"] = "boss@example.com"
-    m["To"] = "all-staff@example.com"
-    m["Subject"] = "Quarterly plans"
-    if message_id:
-        m["Message-ID"] = "<plans@example.com>"
-    m.set_content("\n\n".join(textwrap.fill(p, 72) for p in paras), cte=plain_cte,
-                  charset=charset)
-    m.add_alternative("<html><body>" + "".join(f"<p>{html.escape(p)}</p>\n" for p in paras)
-                      + "<pre>keep  this   as is</pre></body></html>", subtype="html",
-                      cte=html_cte, charset=charset)
-    m.add_attachment(b"%PDF-1.4 not really\x00\xff", maintype="application", subtype="pdf",
-                     filename="plan.pdf")
-    return m.as_bytes()
 
 
 def squash(s: str) -> str:
@@ -189,25 +165,6 @@ def test_unparsable_header_still_fingerprints() -> None:
     assert p.carriers > 0
 
 
-def _text_of(raw: bytes, subtype: str) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    return msg.get_body((subtype,)).get_content()
-
-
-def _forward_of(copy: bytes) -> bytes:
-    """Recipient X forwards their copy to all staff inline (Outlook's shape: a header block,
-    then the original text and HTML, whitespace untouched)."""
-    m = EmailMessage()
-    m["From"] = "x@example.com"
-    m["To"] = "all-staff@example.com"
-    m["Subject"] = "FW: Quarterly plans"
-    m.set_content("FYI.\n\nFrom: The Boss\nSent: Monday\n\n" + _text_of(copy, "plain"),
-                  cte="quoted-printable")
-    m.add_alternative("<html><body><div>FYI.</div><div><b>From:</b> The Boss</div>"
-                      + _text_of(copy, "html") + "</body></html>", subtype="html", cte="base64")
-    return m.as_bytes()
-
-
 @pytest.mark.parametrize("subtype", ["plain", "html"])
 def test_second_pass_sheds_the_first_pass_marks(subtype: str) -> None:
     """X's copy forwarded to all staff and fingerprinted again: each new copy doubles only the
@@ -217,14 +174,14 @@ def test_second_pass_sheds_the_first_pass_marks(subtype: str) -> None:
     analyse = analyse_html if subtype == "html" else analyse_plain
     first = prepare(build(prose()), "boss@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     x_copy = first.copy_for("x@example.com")
-    clean = analyse(_text_of(_forward_of(first.raw), subtype))  # the forward, unmarked
-    x_marks = analyse(_text_of(_forward_of(x_copy), subtype))
+    clean = analyse(text_of(forward_of(first.raw), subtype))  # the forward, unmarked
+    x_marks = analyse(text_of(forward_of(x_copy), subtype))
     word_gaps = [i for i, g in enumerate(clean.gaps) if g.cls == WORD]
     assert x_marks.words == clean.words
     assert sum(x_marks.arrived[i] == DOUBLED for i in word_gaps) >= len(word_gaps) // 7
-    fwd = prepare(_forward_of(x_copy), "x@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
+    fwd = prepare(forward_of(x_copy), "x@example.com", "k1", KEY, SCHEME.with_rate(1 / 6))
     for y in ("y@example.com", "z@example.com", "x@example.com"):
-        seen = analyse(_text_of(fwd.copy_for(y), subtype))
+        seen = analyse(text_of(fwd.copy_for(y), subtype))
         assert seen.words == clean.words
         doubled = [i for i, a in enumerate(seen.arrived) if a == DOUBLED]
         # never where the forward has no carrier: no earlier mark travels on

@@ -94,7 +94,7 @@ def test_bits(message: str, scheme: str) -> None:
 def test_copies(message: str, scheme: str) -> None:
     p = prepared(message, scheme)
     want = V["messages"][message]["schemes"][scheme]["copy_sha256"]
-    # the reference rendering (relay.mime.render) makes exactly the pinned copies
+    # the reference rendering (relay.splice.render) makes exactly the pinned copies
     ref = {r: p._render(p.bits_for(r)) for r in V["recipients"]}
     assert {r: hashlib.sha256(c).hexdigest() for r, c in ref.items()} == want
     # copies as the relay makes them (relay.template): the same bytes, except where a
@@ -106,8 +106,8 @@ def test_copies(message: str, scheme: str) -> None:
         mine, theirs = mime.analyse(got).parts, mime.analyse(c).parts
         assert [(q.path, q.text) for q in mine] == [(q.path, q.text) for q in theirs]
         for q, t in zip(mine, theirs, strict=True):
-            assert q._body == t._body or q.cte == "quoted-printable"
-            assert all(len(x) <= 76 for x in q._body.split(b"\r\n")) or q.cte != \
+            assert q.body == t.body or q.cte == "quoted-printable"
+            assert all(len(x) <= 76 for x in q.body.split(b"\r\n")) or q.cte != \
                 "quoted-printable"
-        assert got[:mine[0]._start] == c[:theirs[0]._start]
-        assert got[mine[-1]._end:] == c[theirs[-1]._end:]
+        assert got[:mine[0].start] == c[:theirs[0].start]
+        assert got[mine[-1].end:] == c[theirs[-1].end:]
