@@ -53,7 +53,10 @@ def main() -> None:
     sys.path[:0] = [str(args.relay.resolve()), str(ROOT / "tests"), str(HERE)]
     import relay
     from relay.fingerprint import prepare
-    from relay.scheme import SCHEME
+    try:
+        from relay.scheme import SCHEME
+    except ImportError:  # a tree from before relay.scheme (codes held the Scheme then)
+        from relay.codes import SCHEME  # type: ignore[attr-defined, no-redef]
 
     where = Path(relay.__file__).resolve().parent.parent
     assert where == args.relay.resolve(), f"relay imported from {where}"
