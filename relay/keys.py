@@ -83,12 +83,15 @@ def load(path: Path, create: bool = False) -> Keyring:
 
 def rotate(path: Path) -> str:
     """Append a new key; returns its id. Older keys stay for decoding."""
-    if not path.exists():
-        _write_new(path, _new_line())
-    else:
-        load(path)  # refuses a malformed or exposed file before a new secret goes into it
-        with open(path, "a") as f:
-            f.write(_new_line())
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        if not path.exists():
+            _write_new(path, _new_line())
+        else:
+            load(path)  # refuses a malformed or exposed file before a new secret goes into it
+            with open(path, "a") as f:
+                f.write(_new_line())
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot write key file: {e.strerror}") from None
     return load(path).current[0]

@@ -185,3 +185,11 @@ def test_rotate_refuses_exposed_file_before_writing(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError):
         keys.rotate(path)
     assert path.read_text() == before  # got: a second key line, world-readable
+
+
+def test_rotate_into_an_unusable_path_is_a_key_file_error(tmp_path: Path) -> None:
+    """`relay rotate-key` with key_file under a plain file: one line, exit 1 (was a traceback)."""
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / "relay.key"
+    with pytest.raises(KeyFileError, match="cannot write key file"):
+        keys.rotate(path)
