@@ -53,7 +53,7 @@ def check_key(cfg: Config) -> Finding:
         return Finding(OK, "key file", f"{path}: missing; serve creates it (mode 0600)")
     try:
         ring = keys.load(path)
-    except keys.KeyError_ as e:
+    except keys.KeyFileError as e:
         return Finding(PROBLEM, "key file", str(e))
     return Finding(OK, "key file", f"{path}: {len(ring.keys)} key(s), current "
                    f"{ring.current[0]}, mode {_mode(path):04o}")

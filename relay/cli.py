@@ -1,8 +1,9 @@
 """Command line: `relay serve`, `relay decode`, `relay rotate-key`; the operator commands
 `relay messages`, `relay purge` (relay.operator), `relay check` (relay.checks).
 
-User-caused problems print one line on stderr and exit 2 (usage, config, missing input) or 1
-(cannot run: database unreadable, OCR engine missing). Never a traceback for those.
+User-caused problems are relay.errors.RelayError: main() prints its one line on stderr and exits
+with its exit_status, 2 (usage, config, missing input) or 1 (cannot run: database unreadable, OCR
+engine missing). Never a traceback for those.
 """
 
 from __future__ import annotations
@@ -15,21 +16,25 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, config, keys
-from .config import Config, ConfigError, parse_hostport
+from .config import Config, parse_hostport
+from .errors import CANNOT_RUN, USAGE, RelayError
 from .printable import escape, escape_json
-from .store import StoreError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
 MAX_TEXT_BYTES = 1 << 20  # suspect text: 1 MiB is about 150,000 words, a whole book
 MAX_IMAGE_BYTES = 50 << 20  # a screenshot file (the pixel count is checked from its header)
 
 
-class UsageError(Exception):
-    pass
+class UsageError(RelayError):
+    """Bad arguments or a missing input file: the user must change the command."""
+
+    exit_status = USAGE
 
 
-class CannotRun(Exception):
-    pass
+class CannotRun(RelayError):
+    """The command is right but cannot run here (input too large, unreadable image)."""
+
+    exit_status = CANNOT_RUN
 
 
 class _Parser(argparse.ArgumentParser):
@@ -243,20 +248,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     for name in names:
         image = args.image or Path(name).suffix.lower() in IMAGE_SUFFIXES
         inputs.append((name, _read_input(name, image), image))
-    try:
-        store = Store(cfg.db_path, create=False)
-    except StoreError as e:
-        raise CannotRun(str(e)) from None
-    try:
-        keyring = keys.load(cfg.key_file)
-    except keys.KeyError_ as e:
-        raise CannotRun(str(e)) from None
+    store = Store(cfg.db_path, create=False)  # StoreError, KeyFileError: RelayErrors, exit 1
+    keyring = keys.load(cfg.key_file)
     sources: list | None = [] if args.report is not None else None
     excerpts = [_excerpt(n, data, img, cfg, sources) for n, data, img in inputs]
-    try:
-        result = decode(excerpts, store, keyring, cfg.threshold)
-    except StoreError as e:
-        raise CannotRun(str(e)) from None
+    result = decode(excerpts, store, keyring, cfg.threshold)
     rep = result.as_json()
     if args.report is not None and sources is not None:
         from .evidence import render
@@ -327,18 +323,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(f.level == checks.PROBLEM for f in findings) else 0
 
 
+def error_line(e: RelayError) -> str:
+    """The one stderr line: prefixed "relay: " unless it already names the command
+    ("relay decode: ...")."""
+    line = str(e)
+    return line if line.startswith(("relay:", "relay ")) else f"relay: {line}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"serve": cmd_serve, "decode": cmd_decode, "rotate-key": cmd_rotate,
                 "messages": cmd_messages, "purge": cmd_purge, "check": cmd_check}[
             args.command](args)
-    except (UsageError, ConfigError) as e:
-        print(str(e) if str(e).startswith("relay") else f"relay: {e}", file=sys.stderr)
-        return 2
-    except (CannotRun, StoreError, keys.KeyError_) as e:
-        print(f"relay: {e}", file=sys.stderr)
-        return 1
+    except RelayError as e:
+        print(error_line(e), file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         return 130
 

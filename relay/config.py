@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import USAGE, RelayError
+
 PROFILES: dict[str, float] = {
     # share of ordinary word gaps a recipient's copy doubles (exactly, in every block of about
     # 48 word gaps: wordblocks.Blocks)
@@ -24,8 +26,10 @@ PROFILES: dict[str, float] = {
 NUM = (int, float)
 
 
-class ConfigError(Exception):
+class ConfigError(RelayError):
     """A user-caused configuration problem; str() is the one line to show."""
+
+    exit_status = USAGE
 
 
 @dataclass(frozen=True)

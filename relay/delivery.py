@@ -37,7 +37,7 @@ from .asyncstore import AsyncStore
 from .config import Config
 from .fanout import PREPARE_INLINE, Untouched, send_copies
 from .hashes import message_identity
-from .keys import KeyError_, Keyring
+from .keys import KeyFileError, Keyring
 from .metrics import Metrics
 from .outcomes import PERMFAIL, TEMPFAIL, Outcome, wire_sender
 from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
@@ -270,7 +270,7 @@ class Deliverer:
             try:
                 key_id, scheme = earlier
                 key = self.keyring.get(key_id)
-            except KeyError_:
+            except KeyFileError:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current

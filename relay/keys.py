@@ -11,9 +11,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CANNOT_RUN, RelayError
 
-class KeyError_(Exception):
-    """A user-visible problem with the key file."""
+
+class KeyFileError(RelayError):
+    """A user-visible problem with the key file (missing, malformed, not mode 0600)."""
+
+    exit_status = CANNOT_RUN
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class Keyring:
         for kid, k in self.keys:
             if kid == key_id:
                 return k
-        raise KeyError_(f"key {key_id!r} is not in the key file (was it rotated out?)")
+        raise KeyFileError(f"key {key_id!r} is not in the key file (was it rotated out?)")
 
 
 def _new_line() -> str:
@@ -51,13 +55,13 @@ def load(path: Path, create: bool = False) -> Keyring:
         except FileExistsError:
             pass
         except OSError as e:
-            raise KeyError_(f"{path}: cannot create key file: {e.strerror}") from None
+            raise KeyFileError(f"{path}: cannot create key file: {e.strerror}") from None
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise KeyError_(f"{path}: key file not found") from None
+        raise KeyFileError(f"{path}: key file not found") from None
     except OSError as e:
-        raise KeyError_(f"{path}: cannot read key file: {e.strerror}") from None
+        raise KeyFileError(f"{path}: cannot read key file: {e.strerror}") from None
     keys = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -68,23 +72,26 @@ def load(path: Path, create: bool = False) -> Keyring:
                 raise ValueError
             keys.append((parts[0], bytes.fromhex(parts[1])))
         except ValueError:
-            raise KeyError_(f"{path}: line {n}: expected '<key-id> <64 hex digits>'") from None
+            raise KeyFileError(f"{path}: line {n}: expected '<key-id> <64 hex digits>'") from None
     if not keys:
-        raise KeyError_(f"{path}: no key in key file")
+        raise KeyFileError(f"{path}: no key in key file")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise KeyError_(f"{path}: key file is mode {mode:o}; it must be 0600 (chmod 600 {path})")
+        raise KeyFileError(f"{path}: key file is mode {mode:o}; it must be 0600 (chmod 600 {path})")
     return Keyring(tuple(keys))
 
 
 def rotate(path: Path) -> str:
     """Append a new key; returns its id. Older keys stay for decoding."""
-    if not path.exists():
-        _write_new(path, _new_line())
-    else:
-        load(path)  # refuses a malformed or exposed file before a new secret goes into it
-        with open(path, "a") as f:
-            f.write(_new_line())
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        if not path.exists():
+            _write_new(path, _new_line())
+        else:
+            load(path)  # refuses a malformed or exposed file before a new secret goes into it
+            with open(path, "a") as f:
+                f.write(_new_line())
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot write key file: {e.strerror}") from None
     return load(path).current[0]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import UnidentifiedImageError
 
+from .errors import CANNOT_RUN, RelayError
 from .greyimage import (
     DECODE_ERRORS,
     MAX_PIXELS,
@@ -43,8 +44,10 @@ TIMEOUT = 120.0  # seconds for one tesseract run (a 25-megapixel page takes abou
 TESSERACT_MEMORY = 2 << 30  # bytes of address space for the tesseract child (RLIMIT_AS)
 
 
-class OcrUnavailable(Exception):
+class OcrUnavailable(RelayError):
     """OCR cannot run here: tesseract or a language's data is missing, or tesseract failed."""
+
+    exit_status = CANNOT_RUN
 
 
 class UnreadableImage(OcrUnavailable, ValueError):

@@ -12,7 +12,7 @@ from typing import Any
 from .align import align
 from .carriers import DOUBLED, SINGLE
 from .hashes import unpack_hashes
-from .keys import KeyError_, Keyring
+from .keys import KeyFileError, Keyring
 from .reading import FIT, Derived, Evidence, Fit, Log, found, meta, null, reading
 from .score import family_wise, p_at_most
 
@@ -33,7 +33,7 @@ def copy_made_from(log: Log, later: str, earlier: str, keyring: Keyring,
         return None, False  # word hashes under different keys cannot be aligned
     try:
         key = keyring.get(s_earlier[0])
-    except KeyError_:
+    except KeyFileError:
         return None, False
     docs = log.documents_of(earlier)
     code = derived.code(log, earlier, key, s_earlier[1])

@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .errors import CANNOT_RUN, RelayError
+
 # the copy states, declared with delivery's decisions (re-exported: callers read them here)
 from .outcomes import ACCEPTED as ACCEPTED
 from .outcomes import PENDING
@@ -33,8 +35,10 @@ from .outcomes import TEMPFAIL as TEMPFAIL
 from .scheme import Scheme
 
 
-class StoreError(Exception):
+class StoreError(RelayError):
     """The database cannot be used (unreadable, locked, full); str() is one line."""
+
+    exit_status = CANNOT_RUN
 
 
 MIGRATIONS: list[str] = [

@@ -31,6 +31,8 @@ CORE = [
     # screenshots and the evidence sheet (Pillow and tesseract only where they are called)
     "ocrgaps", "greyimage", "sheetinputs", "sheetwords", "sheetsections", "sheetexcerpts",
     "sheetchart", "evidence",
+    # the error root every user-facing error derives from, with its exit status
+    "errors",
     # the key file: file I/O, but the Keyring every decoder step takes
     "keys",
 ]

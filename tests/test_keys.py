@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from relay import keys
-from relay.keys import KeyError_, Keyring
+from relay.keys import KeyFileError, Keyring
 
 LINE = re.compile(r"^[0-9a-f]{8} [0-9a-f]{64}$")
 HEX = "ab" * 32
@@ -83,7 +83,7 @@ def test_create_does_not_overwrite(tmp_path: Path) -> None:
 
 def test_missing_without_create(tmp_path: Path) -> None:
     path = tmp_path / "absent.key"
-    with pytest.raises(KeyError_) as e:
+    with pytest.raises(KeyFileError) as e:
         keys.load(path)
     assert str(path) in str(e.value)
     assert not path.exists()
@@ -118,7 +118,7 @@ def test_keyring_get_unknown_id() -> None:
     ring = Keyring((("k1", bytes(32)), ("k2", bytes(range(32)))))
     assert ring.current == ("k2", bytes(range(32)))
     assert ring.get("k1") == bytes(32)
-    with pytest.raises(KeyError_) as e:
+    with pytest.raises(KeyFileError) as e:
         ring.get("zz")
     assert "zz" in str(e.value)
 
@@ -128,7 +128,7 @@ def test_exposed_key_file_refused(tmp_path: Path, perm: int) -> None:
     path = tmp_path / "relay.key"
     keys.load(path, create=True)
     os.chmod(path, perm)
-    with pytest.raises(KeyError_) as e:
+    with pytest.raises(KeyFileError) as e:
         keys.load(path)
     assert str(path) in str(e.value) and "600" in str(e.value)
 
@@ -164,7 +164,7 @@ def test_comments_and_blank_lines_skipped(tmp_path: Path) -> None:
 ])
 def test_malformed_line_refused_with_number(tmp_path: Path, text: str, line: int) -> None:
     path = _keyfile(tmp_path, text)
-    with pytest.raises(KeyError_) as e:
+    with pytest.raises(KeyFileError) as e:
         keys.load(path)
     assert str(path) in str(e.value)
     assert f"line {line}:" in str(e.value)
@@ -172,7 +172,7 @@ def test_malformed_line_refused_with_number(tmp_path: Path, text: str, line: int
 
 def test_file_without_keys_refused(tmp_path: Path) -> None:
     path = _keyfile(tmp_path, "# nothing yet\n\n")
-    with pytest.raises(KeyError_) as e:
+    with pytest.raises(KeyFileError) as e:
         keys.load(path)
     assert str(path) in str(e.value)
 
@@ -182,6 +182,14 @@ def test_rotate_refuses_exposed_file_before_writing(tmp_path: Path) -> None:
     keys.load(path, create=True)
     os.chmod(path, 0o644)
     before = path.read_text()
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyFileError):
         keys.rotate(path)
     assert path.read_text() == before  # got: a second key line, world-readable
+
+
+def test_rotate_into_an_unusable_path_is_a_key_file_error(tmp_path: Path) -> None:
+    """`relay rotate-key` with key_file under a plain file: one line, exit 1 (was a traceback)."""
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / "relay.key"
+    with pytest.raises(KeyFileError, match="cannot write key file"):
+        keys.rotate(path)

@@ -188,7 +188,7 @@ async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartR
                                            tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="members file"):
         await start_relay(replace(base_cfg, members={"l@example.com": tmp_path / "none.txt"}))
-    from relay.keys import KeyError_
+    from relay.keys import KeyFileError
     from relay.store import StoreError
 
     (tmp_path / "dir.db").mkdir()
@@ -197,7 +197,7 @@ async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartR
     loose = tmp_path / "loose.key"
     loose.write_text("k1 " + "ab" * 32 + "\n")
     loose.chmod(0o644)
-    with pytest.raises(KeyError_, match="0600"):
+    with pytest.raises(KeyFileError, match="0600"):
         await start_relay(replace(base_cfg, key_file=loose))
     blocker = await start_sink()
     try:
