@@ -207,21 +207,8 @@ class Analyser:
         assert self._idle is not None, "start() first"
         loop = asyncio.get_running_loop()
         w = await asyncio.wait_for(self._idle.get(), max(0.001, wait_until - loop.time()))
-        try:
-            status, value, rss = await loop.run_in_executor(self._threads, w.call, job, limit)
-        except TimeoutError:
-            self._replace(w)
-            raise AnalysisFailed(f"analysis took longer than {limit:g} s") from None
-        except (EOFError, OSError) as e:
-            self._replace(w)
-            raise AnalysisFailed(f"analysis worker died ({type(e).__name__})") from None
-        except BaseException:  # cancelled while the worker runs: its answer would be stale
-            self._replace(w)
-            raise
-        if rss > RECYCLE_KIB:
-            self._replace(w)
-        else:
-            self._idle.put_nowait(w)
+        status, value, rss = await self._run(w, job, limit, "analysis")
+        self._release(w, rss)
         if status != "ok":
             raise RuntimeError(value)
         value.raw = job.raw
@@ -234,34 +221,43 @@ class Analyser:
         Raises AnalysisFailed when the worker took longer than `limit` seconds or died,
         RuntimeError for an error inside the rendering."""
         assert self._idle is not None, "start() first"
-        loop = asyncio.get_running_loop()
         w = await self._idle.get()
+        job = RenderJob(token, None if token in w.loaded else prepared, rcpts)
+        status, value, rss = await self._run(w, job, limit, "rendering")
+        if status == "missing":  # the worker let go of it (or was never sent it)
+            job = RenderJob(token, prepared, rcpts)
+            status, value, rss = await self._run(w, job, limit, "rendering")
+        if len(w.loaded) > 64:  # forget old fan-outs (a "missing" answer recovers anyway)
+            w.loaded.clear()
+        w.loaded.add(token)
+        self._release(w, rss)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    async def _run(self, w: _Worker, job: Job | RenderJob, limit: float, what: str
+                   ) -> tuple[str, Any, int]:
+        """One job on worker `w` (taken from the idle queue): its (status, value, rss). A worker
+        that timed out, died or was abandoned (the caller cancelled) is replaced, never reused."""
+        loop = asyncio.get_running_loop()
         try:
-            job = RenderJob(token, None if token in w.loaded else prepared, rcpts)
-            status, value, rss = await loop.run_in_executor(self._threads, w.call, job, limit)
-            if status == "missing":  # the worker let go of it (or was never sent it)
-                job = RenderJob(token, prepared, rcpts)
-                status, value, rss = await loop.run_in_executor(self._threads, w.call, job,
-                                                                limit)
-            if len(w.loaded) > 64:  # forget old fan-outs (a "missing" answer recovers anyway)
-                w.loaded.clear()
-            w.loaded.add(token)
+            return await loop.run_in_executor(self._threads, w.call, job, limit)
         except TimeoutError:
             self._replace(w)
-            raise AnalysisFailed(f"rendering took longer than {limit:g} s") from None
+            raise AnalysisFailed(f"{what} took longer than {limit:g} s") from None
         except (EOFError, OSError) as e:
             self._replace(w)
             raise AnalysisFailed(f"analysis worker died ({type(e).__name__})") from None
         except BaseException:  # cancelled while the worker runs: its answer would be stale
             self._replace(w)
             raise
+
+    def _release(self, w: _Worker, rss: int) -> None:
+        """Back to the idle queue, or replaced when its memory grew past RECYCLE_KIB."""
         if rss > RECYCLE_KIB:
             self._replace(w)
         else:
             self._idle.put_nowait(w)
-        if status != "ok":
-            raise RuntimeError(value)
-        return value
 
     def close(self) -> None:
         self._closed = True
