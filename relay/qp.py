@@ -7,6 +7,8 @@ from __future__ import annotations
 import binascii
 import re
 from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
 
 from .textpart import Skip, UnsafeEdit
 
@@ -109,3 +111,36 @@ def wrap(content: bytes, eol: bytes) -> bytes:
         s = c
     pieces.append(content[s:])
     return eol.join(pieces)
+
+
+def encoded_run(body: bytes, where: Sequence[int], bs: int, be: int
+                ) -> tuple[int, int, list[tuple[int, int]], bool]:
+    """Where the decoded bytes bs..be (be > bs) stand in the encoded `body` (`where`: each
+    decoded byte's encoded offset): the first encoded line's segment (a, b), the segments on
+    the lines after it (a run crossing soft line breaks), and whether b ends a line."""
+    a = where[bs]
+    b = a + (3 if body[a] == 61 else 1)
+    rest: list[tuple[int, int]] = []
+    for k in range(bs + 1, be):
+        s = where[k]
+        length = 3 if body[s] == 61 else 1
+        if s == (rest[-1][1] if rest else b):
+            if rest:
+                rest[-1] = (rest[-1][0], s + length)
+            else:
+                b = s + length
+        else:
+            rest.append((s, s + length))
+    return a, b, rest, b == len(body) or body[b] in (10, 13)
+
+
+def line_of(body: bytes, lines: Sequence[int], pos: int) -> tuple[int, int, int, int]:
+    """The encoded line holding offset `pos` (`lines`: the line starts): its index, start,
+    end (after its line ending) and content end (before it)."""
+    k = bisect_right(lines, pos) - 1
+    ls = lines[k]
+    le = lines[k + 1] if k + 1 < len(lines) else len(body)
+    ce = le
+    if ce > ls and body[ce - 1] == 10:
+        ce -= 2 if ce - 1 > ls and body[ce - 2] == 13 else 1
+    return k, ls, le, ce

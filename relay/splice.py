@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import binascii
 import re
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 
 from . import qp
@@ -128,7 +127,6 @@ def _render_qp(part: TextPart, bedits: list[tuple[int, int, bytes]]) -> bytes:
     body, dec = part.body, part.decoded
     where, lines = part.qp_map, part.qp_lines
     assert where is not None and lines is not None
-    nbody = len(body)
     ops: list[tuple[int, int, bytes]] = []  # (a, b, new) on the body, in order
     for bs, be, new_b in bedits:
         if bs == be:  # pure insertion before decoded byte bs
@@ -144,34 +142,17 @@ def _render_qp(part: TextPart, bedits: list[tuple[int, int, bytes]]) -> bytes:
             ops.extend(rest)
             continue
         # the encoded run: one segment per encoded line it spans (soft breaks in between)
-        a = where[bs]
-        b = a + (3 if body[a] == 61 else 1)
-        rest: list[tuple[int, int, bytes]] = []
-        for k in range(bs + 1, be):
-            s = where[k]
-            length = 3 if body[s] == 61 else 1
-            if s == (rest[-1][1] if rest else b):
-                if rest:
-                    rest[-1] = (rest[-1][0], s + length, b"")
-                else:
-                    b = s + length
-            else:
-                rest.append((s, s + length, b""))
-        at_line_end = b == nbody or body[b] in (10, 13)
+        a, b, spans, at_line_end = qp.encoded_run(body, where, bs, be)
+        rest = [(s, e, b"") for s, e in spans]
         if len(part.memo) < MEMO_MAX:
             part.memo[key] = a, b, rest, at_line_end
         ops.append((a, b, qp.encode(new_b, at_line_end)))
         ops.extend(rest)
     out: list[bytes] = []
     pos = 0
-    i, nops, nlines = 0, len(ops), len(lines)
+    i, nops = 0, len(ops)
     while i < nops:
-        k = bisect_right(lines, ops[i][0]) - 1
-        ls = lines[k]
-        le = lines[k + 1] if k + 1 < nlines else nbody
-        ce = le
-        if ce > ls and body[ce - 1] == 10:
-            ce -= 2 if ce - 1 > ls and body[ce - 2] == 13 else 1
+        _, ls, le, ce = qp.line_of(body, lines, ops[i][0])
         if ls < pos:
             raise UnsafeEdit("edits out of order")
         pieces: list[bytes] = []

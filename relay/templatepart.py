@@ -164,7 +164,6 @@ def _qp_base(part: TextPart, carriers: Sequence[Carrier], marks: Sequence[Mark]
     where, lines = part.qp_map, part.qp_lines
     if where is None or lines is None:
         raise NoTemplate("no quoted-printable map")
-    nbody = len(body)
     ops: list[tuple[int, int, bytes, int]] = []  # on the body, in order
     for bs, be, nb, k in bops:
         if bs == be:
@@ -173,33 +172,15 @@ def _qp_base(part: TextPart, carriers: Sequence[Carrier], marks: Sequence[Mark]
             a = where[bs]
             ops.append((a, a, qp.encode(nb, False), k))
             continue
-        a = where[bs]
-        b = a + (3 if body[a] == 61 else 1)
-        rest: list[tuple[int, int]] = []
-        for j in range(bs + 1, be):
-            s = where[j]
-            length = 3 if body[s] == 61 else 1
-            if s == (rest[-1][1] if rest else b):
-                if rest:
-                    rest[-1] = (rest[-1][0], s + length)
-                else:
-                    b = s + length
-            else:
-                rest.append((s, s + length))
-        at_line_end = b == nbody or body[b] in (10, 13)
+        a, b, rest, at_line_end = qp.encoded_run(body, where, bs, be)
         ops.append((a, b, qp.encode(nb, at_line_end), k))
         ops.extend((s, e, b"", -1) for s, e in rest)
     at = [0] * len(carriers)
     out: list[bytes] = []
     size = pos = 0
-    i, nops, nlines = 0, len(ops), len(lines)
+    i, nops = 0, len(ops)
     while i < nops:
-        li = bisect_right(lines, ops[i][0]) - 1
-        ls = lines[li]
-        le = lines[li + 1] if li + 1 < nlines else nbody
-        ce = le
-        if ce > ls and body[ce - 1] == 10:
-            ce -= 2 if ce - 1 > ls and body[ce - 2] == 13 else 1
+        li, ls, le, ce = qp.line_of(body, lines, ops[i][0])
         if ls < pos:
             raise NoTemplate("edits out of order")
         pieces: list[bytes] = []

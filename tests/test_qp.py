@@ -133,3 +133,18 @@ def test_wrap_keeps_lines_short_and_escapes_whole(content: bytes) -> None:
     assert binascii.a2b_qp(out) == binascii.a2b_qp(content)
     assert (out == content) == (len(content) <= qp.QP_LINE_MAX)
 
+
+
+def test_encoded_run_and_line_of() -> None:
+    body = b"ab=3Dc=\r\nde f\r\nlast"
+    dec, where, lines = qp.decode(body)
+    assert dec == b"ab=cde f\r\nlast"
+    # "=c" (decoded 2..4) is "=3Dc" on the first line
+    assert qp.encoded_run(body, where, 2, 4) == (2, 6, [], False)
+    # "cd" crosses the soft line break: "c" ends line 1, "d" starts line 2
+    assert qp.encoded_run(body, where, 3, 5) == (5, 6, [(9, 10)], False)
+    # " f" ends its line
+    assert qp.encoded_run(body, where, 6, 8) == (11, 13, [], True)
+    assert qp.line_of(body, lines, 2) == (0, 0, 9, 7)
+    assert qp.line_of(body, lines, 11) == (1, 9, 15, 13)
+    assert qp.line_of(body, lines, 16) == (2, 15, 19, 19)
