@@ -61,24 +61,7 @@ if __name__ == "__main__":
 def start(tmp: Path, port: int, upstream: int, render: bool, profile: str, inproc: bool
           ) -> subprocess.Popen:
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg = tmp / "config.toml"
-    cfg.write_text(f"""
-[listen]
-port = {port}
-max_recipients = 10000
-timeout = 600
-[upstream]
-port = {upstream}
-concurrency = 8
-fanout_budget = 280
-[policy]
-lists = ["all-staff@example.com"]
-min_recipients = 20
-[store]
-path = "relay.db"
-[signature]
-key_file = "relay.key"
-""")
+    cfg = speed.relay_config(tmp, port, upstream, 8)
     run = tmp / "run.py"
     run.write_text(WRAPPER.format(root=str(ROOT), render=render, profile=profile,
                                   cfg=str(cfg)))

@@ -197,7 +197,9 @@ def start_naive(port: int, upstream: int, concurrency: int) -> subprocess.Popen:
     return p
 
 
-def start_relay(tmp: Path, port: int, upstream: int, concurrency: int) -> subprocess.Popen:
+def relay_config(tmp: Path, port: int, upstream: int, concurrency: int) -> Path:
+    """The relay's config for these benchmarks (fresh key and database in `tmp`, retention
+    off), written to tmp/config.toml."""
     cfg = tmp / "config.toml"
     cfg.write_text(f"""
 [listen]
@@ -217,6 +219,11 @@ keep_days = 0
 [signature]
 key_file = "relay.key"
 """)
+    return cfg
+
+
+def start_relay(tmp: Path, port: int, upstream: int, concurrency: int) -> subprocess.Popen:
+    cfg = relay_config(tmp, port, upstream, concurrency)
     log = open(tmp / "relay.log", "ab")  # noqa: SIM115
     p = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(cfg)],
                          cwd=ROOT, stderr=log, env=dict(os.environ, PYTHONPATH=str(ROOT)))
