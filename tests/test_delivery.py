@@ -158,6 +158,25 @@ async def test_retry_after_key_rotation_signs_with_the_first_key(
     assert sink.to(STAFF[1])[0].data == expected
 
 
+async def retried_as_logged_before(cfg: Config, start_relay: StartRelay, sink: Sink,
+                                   data: bytes, columns: str, params: list) -> None:
+    """All-staff `data` attempted once (STAFF[1] refused for now), its log row set as an
+    earlier relay version would have written it (`columns`: an SQL SET list), then retried by
+    a new relay: every recipient ends with exactly one copy."""
+    relay = await start_relay(cfg)
+    sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
+    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
+    await relay.stop(grace=2)
+    conn = sqlite3.connect(cfg.db_path)
+    with conn:
+        assert conn.execute(f"UPDATE messages SET {columns}", params).rowcount == 1
+    conn.close()
+    sink.rcpt_replies.clear()
+    relay2 = await start_relay(cfg)
+    assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+
+
 async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
     """A message first attempted by a relay that cut its blocks evenly (before scheme.UNITS) is
@@ -166,19 +185,8 @@ async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks
     from relay.scheme import BLOCK, EVEN, UNITS, V2, Scheme
 
     data = make_message(body="\r\n\r\n".join(PROSE * 2))  # 264 word gaps: 40 or 44 doubles
-    relay = await start_relay(cfg)
-    sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
-    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
-    await relay.stop(grace=2)
-    conn = sqlite3.connect(cfg.db_path)
-    with conn:  # what the earlier relay version would have logged
-        assert conn.execute("UPDATE messages SET block_cut = ?, code_version = ?",
-                            [EVEN, V2]).rowcount == 1
-    conn.close()
-    sink.rcpt_replies.clear()
-    relay2 = await start_relay(cfg)
-    assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
-    assert_one_copy_each(sink, STAFF)
+    await retried_as_logged_before(cfg, start_relay, sink, data,
+                                   "block_cut = ?, code_version = ?", [EVEN, V2])
     kid, key = keys.load(cfg.key_file).current
     even = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, EVEN))
     units = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, UNITS))
@@ -198,18 +206,8 @@ async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
 
     data = clients.build("outlook", clients.prose("en", 3, long=True), charset="utf-8",
                          msgid="<retry-rules@example.com>")
-    relay = await start_relay(cfg)
-    sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
-    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
-    await relay.stop(grace=2)
-    conn = sqlite3.connect(cfg.db_path)
-    with conn:  # what the earlier relay version would have logged
-        assert conn.execute("UPDATE messages SET carrier_rules = 0, code_version = 2").rowcount == 1
-    conn.close()
-    sink.rcpt_replies.clear()
-    relay2 = await start_relay(cfg)
-    assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
-    assert_one_copy_each(sink, STAFF)
+    await retried_as_logged_before(cfg, start_relay, sink, data,
+                                   "carrier_rules = 0, code_version = 2", [])
     kid, key = keys.load(cfg.key_file).current
     old = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=0))
     new = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=1))
