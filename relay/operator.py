@@ -187,8 +187,9 @@ async def retention_loop(store: object, keep_days: int, every: float = DAY) -> N
         await asyncio.sleep(every)
 
 
-def purge_cli(section: StoreConfig, before: float) -> Purged:
-    store = Store(section.path, create=False)  # StoreError: the CLI prints its one line
+def purge_cli(cfg: StoreConfig, before: float) -> Purged:
+    """`relay purge`: entries logged before `before` deleted from the [store] log."""
+    store = Store(cfg.path, create=False)  # StoreError: the CLI prints its one line
     try:
         return purge(store, before)
     finally:
