@@ -170,6 +170,7 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 
 # the sections, from Config's fields: [listen] -> Listen, ...
 SECTIONS: dict[str, type] = {k: v for k, v in get_type_hints(Config).items() if k != "source"}
+_HINTS: dict[str, dict[str, Any]] = {k: get_type_hints(v) for k, v in SECTIONS.items()}
 
 # the TOML type of a key, from its declared type (the keys in _SPECIAL aside)
 _PLAIN: dict[Any, type | tuple[type, ...]] = {
@@ -205,7 +206,7 @@ class _Table:
 
     def read(self) -> Any:
         """The section: the keys set in the file, the dataclass's defaults for the others."""
-        hints = get_type_hints(self.cls)
+        hints = _HINTS[self.name]
         section = self.cls(**{f.name: self.value(f.name, hints[f.name], f.metadata)
                               for f in fields(self.cls) if f.name in self.raw})
         check = _CHECKS.get(self.name)
