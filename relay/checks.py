@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, Listen, Policy, Signature, StoreConfig, Upstream
 from .operator import iso, open_readonly
 from .store import MIGRATIONS, StoreError
 
@@ -41,10 +41,10 @@ def _writable_dir(path: Path) -> Path | None:
     return d if os.access(d, os.W_OK | os.X_OK) else None
 
 
-def check_key(cfg: Config) -> Finding:
+def check_key(signature: Signature) -> Finding:
     from . import keys
 
-    path = cfg.key_file
+    path = signature.key_file
     if not path.exists():
         d = _writable_dir(path)
         if d is None:
@@ -59,8 +59,8 @@ def check_key(cfg: Config) -> Finding:
                    f"{ring.current[0]}, mode {_mode(path):04o}")
 
 
-def check_database(cfg: Config) -> list[Finding]:
-    path = cfg.db_path
+def check_database(store: StoreConfig, policy: Policy) -> list[Finding]:
+    path = store.path
     if not path.exists():
         if _writable_dir(path) is None:
             return [Finding(PROBLEM, "database", f"{path}: missing, and serve cannot create "
@@ -81,7 +81,7 @@ def check_database(cfg: Config) -> list[Finding]:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         n, oldest = conn.execute("SELECT count(*), min(created_at) FROM messages").fetchone()
-        lists = sorted({a.lower() for a in cfg.lists} - {a.lower() for a in cfg.members})
+        lists = sorted({a.lower() for a in policy.lists} - {a.lower() for a in policy.members})
         unexpanded = []
         if lists:
             marks = ",".join("?" * len(lists))
@@ -97,7 +97,7 @@ def check_database(cfg: Config) -> list[Finding]:
     schema = (f"schema {version}" if version == len(MIGRATIONS)
               else f"schema {version}, upgraded to {len(MIGRATIONS)} when serve starts")
     since = f", oldest logged {iso(oldest)}" if oldest is not None else ""
-    keep = (f"keep_days {cfg.keep_days}" if cfg.keep_days else "keep_days 0 (kept forever)")
+    keep = (f"keep_days {store.keep_days}" if store.keep_days else "keep_days 0 (kept forever)")
     out.append(Finding(OK, "database", f"{path}: {schema}, {n} message(s){since}, "
                        f"mode {_mode(path):04o}, {keep}"))
     for addr, count, last in unexpanded:
@@ -108,34 +108,34 @@ def check_database(cfg: Config) -> list[Finding]:
     return out
 
 
-def check_files(cfg: Config) -> list[Finding]:
+def check_files(policy: Policy, listen: Listen, source: str) -> list[Finding]:
     from .passwords import load_auth_file
     from .policy import load_members
 
     out = []
     try:
-        members = load_members(cfg)
+        members = load_members(policy)
         for addr, m in members.items():
             out.append(Finding(OK, "policy", f"{addr}: {len(m)} member(s) from "
-                               f"{cfg.members[addr]}"))
+                               f"{policy.members[addr]}"))
     except ConfigError as e:
         out.append(Finding(PROBLEM, "policy", str(e)))
-    for addr in cfg.lists:
-        if addr not in cfg.members:
+    for addr in policy.lists:
+        if addr not in policy.members:
             out.append(Finding(OK, "policy", f"{addr}: a list the MTA must expand before the "
                                "relay (virtual_alias_maps)"))
-    if cfg.tls_cert is not None:
+    if listen.tls_cert is not None:
         from .server import tls_context
 
         try:
-            tls_context(cfg)
-            out.append(Finding(OK, "tls", f"{cfg.tls_cert}: loaded"))
+            tls_context(listen, source)
+            out.append(Finding(OK, "tls", f"{listen.tls_cert}: loaded"))
         except ConfigError as e:
             out.append(Finding(PROBLEM, "tls", str(e)))
-    if cfg.auth_file is not None:
+    if listen.auth_file is not None:
         try:
-            users = load_auth_file(cfg.auth_file)
-            out.append(Finding(OK, "auth", f"{cfg.auth_file}: {len(users)} user(s)"))
+            users = load_auth_file(listen.auth_file)
+            out.append(Finding(OK, "auth", f"{listen.auth_file}: {len(users)} user(s)"))
         except ConfigError as e:
             out.append(Finding(PROBLEM, "auth", str(e)))
     return out
@@ -181,12 +181,11 @@ def check_listen(what: str, host: str, port: int, hostname: str | None = None) -
     return Finding(OK, what, f"{host}:{port}: free")
 
 
-def check_upstream(cfg: Config, timeout: float = 5.0) -> Finding:
-    where = f"{cfg.upstream_host}:{cfg.upstream_port}"
+def check_upstream(upstream: Upstream, hostname: str, timeout: float = 5.0) -> Finding:
+    where = f"{upstream.host}:{upstream.port}"
     try:
-        with smtplib.SMTP(cfg.upstream_host, cfg.upstream_port, cfg.hostname,
-                          timeout=timeout) as c:
-            code, msg = c.ehlo(cfg.hostname)
+        with smtplib.SMTP(upstream.host, upstream.port, hostname, timeout=timeout) as c:
+            code, msg = c.ehlo(hostname)
             greet = (c.ehlo_resp or b"").split(b"\n", 1)[0].decode("utf-8", "replace")
     except (OSError, smtplib.SMTPException) as e:
         return Finding(PROBLEM, "upstream", f"{where}: no SMTP service: "
@@ -199,14 +198,14 @@ def check_upstream(cfg: Config, timeout: float = 5.0) -> Finding:
 
 def check(cfg: Config, upstream: bool = True) -> list[Finding]:
     out = [Finding(OK, "config", cfg.source)]
-    out.append(check_key(cfg))
-    out += check_database(cfg)
-    out += check_files(cfg)
-    out.append(check_listen("listen", cfg.listen_host, cfg.listen_port, cfg.hostname))
-    if cfg.metrics_listen is not None:
-        out.append(check_listen("metrics", *cfg.metrics_listen))
+    out.append(check_key(cfg.signature))
+    out += check_database(cfg.store, cfg.policy)
+    out += check_files(cfg.policy, cfg.listen, cfg.source)
+    out.append(check_listen("listen", cfg.listen.host, cfg.listen.port, cfg.listen.hostname))
+    if cfg.metrics.listen is not None:
+        out.append(check_listen("metrics", *cfg.metrics.listen))
     if upstream:
-        out.append(check_upstream(cfg))
+        out.append(check_upstream(cfg.upstream, cfg.listen.hostname))
     return out
 
 

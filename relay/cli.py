@@ -85,16 +85,17 @@ def _operator_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The config file with the command's flags over it: --listen sets [listen] host and port,
+    --upstream [upstream] host and port, --db [store] path (SQLite: it also unsets url)."""
     cfg = config.load(args.config)
-    over: dict[str, object] = {}
-    if getattr(args, "listen", None):
-        over["listen_host"], over["listen_port"] = parse_hostport(args.listen, "--listen")
-    if getattr(args, "upstream", None):
-        over["upstream_host"], over["upstream_port"] = parse_hostport(args.upstream,
-                                                                      "--upstream")
+    flags: dict[str, dict[str, object]] = {}
+    for flag in ("listen", "upstream"):
+        if getattr(args, flag, None):
+            host, port = parse_hostport(getattr(args, flag), f"--{flag}")
+            flags[flag] = {"host": host, "port": port}
     if getattr(args, "db", None):
-        over["db_path"] = args.db
-    return cfg.with_overrides(**over)
+        flags["store"] = {"path": args.db, "url": None}
+    return cfg.with_keys(**flags)
 
 
 def _read_input(name: str, binary: bool) -> bytes:
@@ -125,7 +126,7 @@ def _read_input(name: str, binary: bool) -> bytes:
     return data
 
 
-def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
+def _excerpt(name: str, data: bytes, image: bool, ocr_languages: str,
              sources: list | None = None) -> list:
     """The excerpt's words; with `sources`, also appends what the evidence sheet shows of it."""
     from .tokens import excerpt_words
@@ -136,8 +137,8 @@ def _excerpt(name: str, data: bytes, image: bool, cfg: Config,
 
         try:
             if sources is None:
-                return read_image(data, cfg.ocr_languages)
-            words = run_tesseract(data, cfg.ocr_languages)  # read_image, keeping the boxes
+                return read_image(data, ocr_languages)
+            words = run_tesseract(data, ocr_languages)  # read_image, keeping the boxes
         except OcrUnavailable as e:
             raise CannotRun(f"{name}: {e}" if name != "-" else str(e)) from None
         from .sheetinputs import image_source
@@ -248,18 +249,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
     for name in names:
         image = args.image or Path(name).suffix.lower() in IMAGE_SUFFIXES
         inputs.append((name, _read_input(name, image), image))
-    store = Store(cfg.db_path, create=False)  # StoreError, KeyFileError: RelayErrors, exit 1
-    keyring = keys.load(cfg.key_file)
+    store = Store(cfg.store.path, create=False)  # StoreError, KeyFileError: exit 1
+    keyring = keys.load(cfg.signature.key_file)
     sources: list | None = [] if args.report is not None else None
-    excerpts = [_excerpt(n, data, img, cfg, sources) for n, data, img in inputs]
-    result = decode(excerpts, store, keyring, cfg.threshold)
+    langs = cfg.decode.ocr_languages
+    excerpts = [_excerpt(n, data, img, langs, sources) for n, data, img in inputs]
+    result = decode(excerpts, store, keyring, cfg.decode.threshold)
     rep = result.as_json()
     if args.report is not None and sources is not None:
         from .evidence import render
         from .sheetinputs import Custody
 
         _write_sheet(args.report, render(result, sources, Custody(
-            __version__, str(Path(cfg.db_path).resolve()), decoded_at)))
+            __version__, str(Path(cfg.store.path).resolve()), decoded_at)))
     if args.json:
         print(escape_json(json.dumps(rep, ensure_ascii=False)))
     else:
@@ -274,9 +276,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    kid = keys.rotate(cfg.key_file)
-    print(f"new signing key {kid} appended to {cfg.key_file}; older keys still decode")
+    key_file = _load(args).signature.key_file
+    kid = keys.rotate(key_file)
+    print(f"new signing key {kid} appended to {key_file}; older keys still decode")
     return 0
 
 
@@ -294,7 +296,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
     from . import operator
 
     since = _date(args.since, "--since", "messages") if args.since else None
-    rows = operator.list_messages(_load(args).db_path, since)
+    rows = operator.list_messages(_load(args).store.path, since)
     if args.json:
         print(json.dumps(operator.messages_json(rows), ensure_ascii=False))
     else:
@@ -306,7 +308,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from . import operator
 
     before = _date(args.before, "--before", "purge")
-    sys.stdout.write(operator.render_purged(operator.purge_cli(_load(args), before), before))
+    sys.stdout.write(operator.render_purged(operator.purge_cli(_load(args).store, before), before))
     return 0
 
 

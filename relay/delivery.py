@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, dsn, outcomes
 from .asyncstore import AsyncStore
-from .config import Config
+from .config import Policy, Signature, Upstream
 from .fanout import PREPARE_INLINE, Untouched, send_copies
 from .hashes import message_identity
 from .keys import KeyFileError, Keyring
@@ -77,9 +77,11 @@ class _Busy(Exception):
 class Deliverer:
     """Turns an accepted transaction into upstream transactions and an SMTP reply."""
 
-    def __init__(self, cfg: Config, pool: UpstreamPool, store: AsyncStore, keyring: Keyring,
+    def __init__(self, policy: Policy, upstream: Upstream, signature: Signature, hostname: str,
+                 pool: UpstreamPool, store: AsyncStore, keyring: Keyring,
                  members: dict[str, tuple[str, ...]]) -> None:
-        self.cfg = cfg
+        self.policy, self.upstream, self.signature = policy, upstream, signature
+        self.hostname = hostname  # [listen] hostname: the notices' Reporting-MTA
         self.pool = pool
         self.store = store
         self.keyring = keyring
@@ -115,7 +117,7 @@ class Deliverer:
 
     def windows(self, t0: float) -> tuple[float, float]:
         """(stop starting copies at, reply at the latest at) for a DATA that ended at t0."""
-        return outcomes.windows(t0, self.cfg.fanout_budget, self.cfg.upstream_timeout)
+        return outcomes.windows(t0, self.upstream.fanout_budget, self.upstream.timeout)
 
     async def deliver(self, txn: Transaction) -> str:
         """The reply to the client's DATA. Runs the delivery in its own task: if the client
@@ -169,15 +171,15 @@ class Deliverer:
         try:
             if self._unrecorded_copies or self._unrecorded_deliveries:
                 await self._flush_unrecorded()
-            for addr in unexpanded_lists(txn.rcpts, self.cfg, self.members):
+            for addr in unexpanded_lists(txn.rcpts, self.policy, self.members):
                 log.warning("%s list address <%s> arrived unexpanded: its members will all get "
                             "the same copy; expand it in the MTA before the relay "
                             "(virtual_alias_maps) or give it a [policy.members] file",
                             txn.qid, addr)
             rcpts = expand(txn.rcpts, self.members)
             txn.copies = len(rcpts)
-            fp = (is_all_staff(txn.data, rcpts, self.cfg)
-                  or addressed_to_list(txn.rcpts, self.cfg))
+            fp = (is_all_staff(txn.data, rcpts, self.policy)
+                  or addressed_to_list(txn.rcpts, self.policy))
             txn.fingerprinted = fp
             if fp:
                 return await self._fanout(txn, rcpts, stop_new)
@@ -256,9 +258,9 @@ class Deliverer:
     async def _fanout(self, txn: Transaction, rcpts: list[str], stop_new: float) -> str:
         identity = await self._identity_of(txn)
         key_id, key = self.keyring.current
-        scheme = SCHEME.with_rate(self.cfg.word_rate)
+        scheme = SCHEME.with_rate(self.signature.word_rate)
         earlier = await self.store.signing_of(identity)
-        if earlier is None and len(txn.data) > self.cfg.max_message_bytes:
+        if earlier is None and len(txn.data) > self.policy.max_message_bytes:
             return await self._untouched(txn, rcpts, stop_new, identity,
                                          f"message of {len(txn.data)} bytes is over "
                                          f"[policy] max_message_bytes")
@@ -274,7 +276,7 @@ class Deliverer:
                 log.warning("%s key %s of an earlier attempt is gone; signing with the "
                             "current key", txn.qid, earlier[0])
                 key_id, key = self.keyring.current
-        job = analysis.Job(txn.data, txn.sender, key_id, key, scheme, self.cfg.max_text_bytes)
+        job = analysis.Job(txn.data, txn.sender, key_id, key, scheme, self.policy.max_text_bytes)
         try:
             prepared = await self._analysed(identity, job, stop_new)
         except analysis.AnalysisFailed as e:
@@ -304,7 +306,7 @@ class Deliverer:
             results = await send_copies(
                 txn, prepared or Untouched(txn.data), identity, todo, stop_new, pool=self.pool,
                 store=self.store, metrics=self.metrics, analyser=self.analyser,
-                analysis_timeout=self.cfg.analysis_timeout, stopping=lambda: self.stopping,
+                analysis_timeout=self.policy.analysis_timeout, stopping=lambda: self.stopping,
                 unrecorded=self._unrecorded_copies)
             states = outcomes.states(rcpts, results, known)
             return await self._conclude(txn, identity, rcpts, states)
@@ -333,7 +335,7 @@ class Deliverer:
                 self.analyser = analysis.Analyser()
                 self.analyser.start()
             # the fan-out keeps at least half of its budget whatever the analysis does
-            limit = min(self.cfg.analysis_timeout, self.cfg.fanout_budget / 2)
+            limit = min(self.policy.analysis_timeout, self.upstream.fanout_budget / 2)
             running = loop.create_task(self.analyser.prepare(job, limit, stop_new - limit))
             self._analyses[identity] = running
             running.add_done_callback(lambda t: self._analysis_done(identity, t))
@@ -344,14 +346,14 @@ class Deliverer:
     async def _conclude(self, txn: Transaction, identity: str, rcpts: list[str],
                         states: dict[str, Outcome]) -> str:
         c = outcomes.conclude(txn.qid, txn.sender, rcpts, states,
-                              (*self.cfg.lists, *self.cfg.members))
+                              (*self.policy.lists, *self.policy.members))
         if c.withheld:
             log.warning("%s %d recipient(s) refused permanently; no notice: %s", txn.qid,
                         len(c.refused), c.withheld)
         elif c.notice_due:
             notice = await self.store.notice_state(identity)
             if notice is None:
-                n = dsn.build(reporting_mta=self.cfg.hostname, sender=txn.sender,
+                n = dsn.build(reporting_mta=self.hostname, sender=txn.sender,
                               failures=[dsn.Failure(r, states[r].reply) for r in c.refused],
                               original=txn.data, arrival=txn.arrived,
                               remote_mta=self.pool.remote)

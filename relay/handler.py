@@ -26,7 +26,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from . import limits
 from .addresses import check_rcpt, check_sender, mail_options_upstream, strip_route
-from .config import Config
+from .config import Listen
 from .delivery import Deliverer, Transaction
 from .gate import peer_allowed
 from .policy import normalise_newlines
@@ -54,8 +54,8 @@ def _refuse(session: Session, what: str, address: str, bad: tuple[int, str]) -> 
 class Handler:
     """aiosmtpd handler hooks: thin; the decisions live in relay.policy and relay.delivery."""
 
-    def __init__(self, cfg: Config, deliverer: Deliverer) -> None:
-        self.cfg = cfg
+    def __init__(self, listen: Listen, deliverer: Deliverer) -> None:
+        self.listen = listen
         self.deliverer = deliverer
         self.connections: set[RelaySMTP] = set()
         self.per_client: dict[str, int] = {}
@@ -94,7 +94,7 @@ class Handler:
     def _peer_ok(self, server: RelaySMTP, session: Session) -> bool:
         ok = server.peer_ok
         if ok is None:
-            ok = server.peer_ok = peer_allowed(session.peer, self.cfg.allow)
+            ok = server.peer_ok = peer_allowed(session.peer, self.listen.allow)
         return ok
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
@@ -117,12 +117,12 @@ class Handler:
                           address: str, rcpt_options: list[str]) -> str:
         if not self._peer_ok(server, session):
             return "550 5.7.1 relaying denied"
-        if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
+        if len(envelope.rcpt_tos) >= self.listen.max_recipients:
             return "452 4.5.3 too many recipients"
         path = strip_route(address)
         if path is None:
             return "553 5.1.3 malformed source route"
-        bad = check_rcpt(path, self.cfg.domains, bool(envelope.smtp_utf8))
+        bad = check_rcpt(path, self.listen.domains, bool(envelope.smtp_utf8))
         if bad is not None:
             return _refuse(session, "RCPT", address, bad)
         envelope.rcpt_tos.append(path)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import Config
+from .config import StoreConfig
 from .store import MIGRATIONS, Store, StoreError
 
 log = logging.getLogger("relay")
@@ -187,8 +187,9 @@ async def retention_loop(store: object, keep_days: int, every: float = DAY) -> N
         await asyncio.sleep(every)
 
 
-def purge_cli(cfg: Config, before: float) -> Purged:
-    store = Store(cfg.db_path, create=False)  # StoreError: the CLI prints its one line
+def purge_cli(cfg: StoreConfig, before: float) -> Purged:
+    """`relay purge`: entries logged before `before` deleted from the [store] log."""
+    store = Store(cfg.path, create=False)  # StoreError: the CLI prints its one line
     try:
         return purge(store, before)
     finally:

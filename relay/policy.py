@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .addresses import check_mailbox
-from .config import Config, ConfigError
+from .config import ConfigError, Policy
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 
@@ -42,30 +42,30 @@ def header_addresses(header: bytes, names: Sequence[str] = ("to", "cc")) -> list
     return [a.strip().lower() for _, a in email.utils.getaddresses(values) if a and "@" in a]
 
 
-def is_all_staff(header: bytes, envelope_rcpts: Sequence[str], cfg: Config) -> bool:
-    """Fingerprint this message? A To or Cc address in `cfg.lists` (case-insensitive), or at
-    least `cfg.min_recipients` envelope recipients when that is > 0. `header` may be the whole
+def is_all_staff(header: bytes, envelope_rcpts: Sequence[str], policy: Policy) -> bool:
+    """Fingerprint this message? A To or Cc address in `policy.lists` (case-insensitive), or at
+    least `policy.min_recipients` envelope recipients when that is > 0. `header` may be the whole
     message; only its header section is read."""
-    if cfg.min_recipients > 0 and len(envelope_rcpts) >= cfg.min_recipients:
+    if policy.min_recipients > 0 and len(envelope_rcpts) >= policy.min_recipients:
         return True
-    lists = {a.lower() for a in cfg.lists}
+    lists = {a.lower() for a in policy.lists}
     return any(a in lists for a in header_addresses(header))
 
 
-def addressed_to_list(envelope_rcpts: Sequence[str], cfg: Config) -> bool:
+def addressed_to_list(envelope_rcpts: Sequence[str], policy: Policy) -> bool:
     """An envelope recipient is itself a list address (the relay sits in front of the MTA, or
     the list was Bcc'd): fingerprint too."""
-    lists = {a.lower() for a in cfg.lists} | {a.lower() for a in cfg.members}
+    lists = {a.lower() for a in policy.lists} | {a.lower() for a in policy.members}
     return any(r.lower() in lists for r in envelope_rcpts)
 
 
-def unexpanded_lists(envelope_rcpts: Sequence[str], cfg: Config,
+def unexpanded_lists(envelope_rcpts: Sequence[str], policy: Policy,
                      members: Mapping[str, Sequence[str]]) -> list[str]:
     """List addresses of `[policy] lists` that arrived as envelope recipients although the
     relay has no members file for them: the MTA did not expand the list before the relay
     (an aliases(5) list, expanded by local delivery after the filter), so every member will get
     the same copy."""
-    lists = {a.lower() for a in cfg.lists}
+    lists = {a.lower() for a in policy.lists}
     return [r for r in envelope_rcpts if r.lower() in lists and r.lower() not in members]
 
 
@@ -100,11 +100,11 @@ def read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{path}: cannot read {what}: {why}") from None
 
 
-def load_members(cfg: Config) -> dict[str, tuple[str, ...]]:
+def load_members(policy: Policy) -> dict[str, tuple[str, ...]]:
     """Read every members file named in `[policy] members`; ConfigError naming a missing or
     unreadable file."""
     out: dict[str, tuple[str, ...]] = {}
-    for addr, path in cfg.members.items():
+    for addr, path in policy.members.items():
         text = read_text(path, f"members file of {addr}")
         out[addr.lower()] = parse_members(text, str(path))
     return out

@@ -29,7 +29,7 @@ import time
 
 from . import keys, limits, sdnotify
 from .asyncstore import AsyncStore
-from .config import Config, ConfigError
+from .config import Config, ConfigError, Listen
 from .delivery import Deliverer
 from .gate import is_loopback
 from .handler import LOG_INTERVAL, Handler
@@ -44,21 +44,23 @@ log = logging.getLogger("relay")
 STOP_GRACE = 25.0  # seconds to wait for open DATA after SIGTERM before closing everything
 
 
-def tls_context(cfg: Config) -> ssl.SSLContext | None:
-    if cfg.tls_cert is None or cfg.tls_key is None:
+def tls_context(listen: Listen, source: str) -> ssl.SSLContext | None:
+    """The STARTTLS context of `[listen] tls_cert`/`tls_key`; `source` names the config file."""
+    if listen.tls_cert is None or listen.tls_key is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        ctx.load_cert_chain(str(listen.tls_cert), str(listen.tls_key))
     except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"{cfg.source}: listen.tls_cert/tls_key: cannot load "
-                          f"{cfg.tls_cert}: {getattr(e, 'strerror', None) or e}") from None
+        raise ConfigError(f"{source}: listen.tls_cert/tls_key: cannot load "
+                          f"{listen.tls_cert}: {getattr(e, 'strerror', None) or e}") from None
     return ctx
 
 
 class Relay:
     """The running relay: listener, upstream pool, store thread. `start()` / `stop()` so
-    tests can run it in-process; `serve()` wraps it for the command line."""
+    tests can run it in-process; `serve()` wraps it for the command line. It takes the whole
+    Config and hands each component its section(s)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -73,33 +75,33 @@ class Relay:
         self.retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        cfg = self.cfg
-        members = load_members(cfg)
-        keyring = keys.load(cfg.key_file, create=True)
-        tls = tls_context(cfg)
-        self.authenticator = (Authenticator(load_auth_file(cfg.auth_file))
-                              if cfg.auth_file is not None else None)
+        cfg, listen = self.cfg, self.cfg.listen
+        members = load_members(cfg.policy)
+        keyring = keys.load(cfg.signature.key_file, create=True)
+        tls = tls_context(listen, cfg.source)
+        self.authenticator = (Authenticator(load_auth_file(listen.auth_file))
+                              if listen.auth_file is not None else None)
         self.flusher: asyncio.Task[None] | None = None
-        self.store = AsyncStore(cfg.db_path)
+        self.store = AsyncStore(cfg.store.path)
         await self.store.open()
         await self.store.prune_deliveries(time.time() - 14 * 86400)
-        self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,
-                                 cfg.upstream_timeout, cfg.hostname)
-        self.deliverer = Deliverer(cfg, self.pool, self.store, keyring, members)
+        self.pool = UpstreamPool(cfg.upstream, listen.hostname)
+        self.deliverer = Deliverer(cfg.policy, cfg.upstream, cfg.signature, listen.hostname,
+                                   self.pool, self.store, keyring, members)
         await self.deliverer.start()
-        self.handler = handler = Handler(cfg, self.deliverer)
+        self.handler = handler = Handler(listen, self.deliverer)
         if self.authenticator is not None:
             self.authenticator.handler = handler
-        loopback = is_loopback(cfg.listen_host)
+        loopback = is_loopback(listen.host)
         if not loopback and tls is None:
             log.warning("listening on %s without TLS: set [listen] tls_cert and tls_key",
-                        cfg.listen_host)
+                        listen.host)
         auth = self.authenticator
 
         def session() -> RelaySMTP:
-            return RelaySMTP(handler, data_size_limit=cfg.max_message_size,
-                             enable_SMTPUTF8=True, decode_data=False, hostname=cfg.hostname,
-                             timeout=cfg.session_timeout, tls_context=tls,
+            return RelaySMTP(handler, data_size_limit=listen.max_message_size,
+                             enable_SMTPUTF8=True, decode_data=False, hostname=listen.hostname,
+                             timeout=listen.timeout, tls_context=tls,
                              require_starttls=bool(tls) and not loopback,
                              authenticator=auth, auth_required=auth is not None,
                              auth_require_tls=True)
@@ -107,17 +109,16 @@ class Relay:
         loop = asyncio.get_running_loop()
         try:
             self.server = await loop.create_server(lambda: Gate(handler, session),
-                                                   host=cfg.listen_host,
-                                                   port=cfg.listen_port)
+                                                   host=listen.host, port=listen.port)
         except OSError as e:
             await self.close_backends()
             raise ConfigError(f"{cfg.source}: listen: cannot listen on "
-                              f"{cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}") from None
+                              f"{listen.host}:{listen.port}: {e.strerror or e}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         loop.set_exception_handler(handler.loop_exception)
         self.flusher = loop.create_task(self._flush_warnings())
-        log.info("listening on %s:%d, upstream %s:%d, %d connection(s)", cfg.listen_host,
-                 self.port, cfg.upstream_host, cfg.upstream_port, cfg.concurrency)
+        log.info("listening on %s:%d, upstream %s:%d, %d connection(s)", listen.host,
+                 self.port, cfg.upstream.host, cfg.upstream.port, cfg.upstream.concurrency)
         await self.start_operations()
 
     async def start_operations(self) -> None:
@@ -128,20 +129,20 @@ class Relay:
 
         cfg, deliverer, store = self.cfg, self.deliverer, self.store
         assert deliverer is not None and store is not None
-        if cfg.metrics_listen is not None:
+        if cfg.metrics.listen is not None:
             try:
                 self.metrics_server = await serve_http(
-                    *cfg.metrics_listen, deliverer.metrics,
+                    *cfg.metrics.listen, deliverer.metrics,
                     lambda: bool(self.server and self.server.is_serving()
                                  and not deliverer.stopping))
             except OSError as e:
                 await self.stop(grace=0)
                 raise ConfigError(f"{cfg.source}: metrics.listen: cannot listen on "
-                                  f"{cfg.metrics_listen[0]}:{cfg.metrics_listen[1]}: "
+                                  f"{cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}: "
                                   f"{e.strerror or e}") from None
-        if cfg.keep_days > 0:
+        if cfg.store.keep_days > 0:
             self.retention = asyncio.get_running_loop().create_task(
-                retention_loop(store, cfg.keep_days))
+                retention_loop(store, cfg.store.keep_days))
 
     async def _flush_warnings(self) -> None:
         assert self.handler is not None
@@ -154,9 +155,10 @@ class Relay:
         if self.deliverer is None:
             return
         try:
-            self.deliverer.members = load_members(self.cfg)
-            if self.authenticator is not None and self.cfg.auth_file is not None:
-                self.authenticator.users = load_auth_file(self.cfg.auth_file)
+            self.deliverer.members = load_members(self.cfg.policy)
+            auth_file = self.cfg.listen.auth_file
+            if self.authenticator is not None and auth_file is not None:
+                self.authenticator.users = load_auth_file(auth_file)
             log.info("members and auth files re-read")
         except ConfigError as e:
             log.error("not re-read: %s", e)
@@ -236,7 +238,7 @@ class _OncePerInterval(logging.Filter):
 async def _main(cfg: Config) -> int:
     relay = Relay(cfg)
     await relay.start()
-    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.listen_host}:{relay.port}")
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.listen.host}:{relay.port}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

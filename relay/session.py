@@ -126,9 +126,9 @@ class Gate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         h = self.handler
-        refused = refusal(transport.get_extra_info("peername"), h.cfg.allow, h.cfg.hostname,
-                          len(h.connections), h.per_client, h.cfg.max_connections,
-                          h.cfg.max_connections_per_client)
+        refused = refusal(transport.get_extra_info("peername"), h.listen.allow,
+                          h.listen.hostname, len(h.connections), h.per_client,
+                          h.listen.max_connections, h.listen.max_connections_per_client)
         if refused is None:
             smtp = self.session()
             transport.set_protocol(smtp)

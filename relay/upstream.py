@@ -1,5 +1,5 @@
-"""The upstream connections: `size` reused relay.smtpclient connections, each send one
-transaction whose every recipient gets an Outcome (relay.outcomes); never raises."""
+"""The upstream connections: `[upstream] concurrency` reused relay.smtpclient connections, each
+send one transaction whose every recipient gets an Outcome (relay.outcomes); never raises."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import smtpclient
+from .config import Upstream
 from .outcomes import PERMFAIL, TEMPFAIL, Outcome, line, of_transaction, wire_sender
 
 IDLE_RECONNECT = 20.0  # an upstream connection idle longer than this is replaced
@@ -23,15 +24,15 @@ class _Slot:
 
 
 class UpstreamPool:
-    """`size` reused SMTP connections to the upstream (relay.smtpclient: PIPELINING when
-    offered); a connection is opened when first needed and replaced after any trouble or when
-    it has been idle for a while."""
+    """`size` (`[upstream] concurrency`) reused SMTP connections to the upstream
+    (relay.smtpclient: PIPELINING when offered); a connection is opened when first needed and
+    replaced after any trouble or when it has been idle for a while. `local_hostname` is what
+    the relay says in EHLO (`[listen] hostname`)."""
 
-    def __init__(self, host: str, port: int, size: int, timeout: float,
-                 local_hostname: str) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, upstream: Upstream, local_hostname: str) -> None:
+        self.host, self.port, self.timeout = upstream.host, upstream.port, upstream.timeout
         self.local_hostname = local_hostname
-        self.size = size
+        self.size = size = upstream.concurrency
         self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
         for _ in range(size):
             self._slots.put_nowait(_Slot())

@@ -37,11 +37,11 @@ def one_line(rc: int, err: str, want_rc: int, *needles: str) -> None:
 def write_config(cfg: Config, path: Path, listen_port: int, **extra: str) -> Path:
     """The TOML an admin would have for this relay."""
     sections = {
-        "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.hostname}"',
-        "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream_port}',
+        "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.listen.hostname}"',
+        "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream.port}',
         "policy": 'lists = ["all-staff@example.com"]',
-        "store": f'path = "{cfg.db_path}"',
-        "signature": f'key_file = "{cfg.key_file}"',
+        "store": f'path = "{cfg.store.path}"',
+        "signature": f'key_file = "{cfg.signature.key_file}"',
     }
     for k, v in extra.items():
         sections[k] = sections.get(k, "") + "\n" + v

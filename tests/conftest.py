@@ -9,14 +9,14 @@ import os
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay.config import Config
+from relay.config import Config, Listen, Policy, Signature, StoreConfig, Upstream
 
 # --- required external tools ------------------------------------------------------------------
 
@@ -131,16 +131,17 @@ def free_port() -> int:
 
 @pytest.fixture
 def base_cfg(tmp_path: Path) -> Config:
-    return Config(listen_host="127.0.0.1", listen_port=0, hostname="relay.test",
-                  upstream_port=free_port(), upstream_timeout=5.0, fanout_budget=30.0,
-                  session_timeout=60.0, concurrency=4,
-                  lists=("all-staff@example.com",), min_recipients=20,
-                  db_path=tmp_path / "var" / "relay.db", key_file=tmp_path / "var" / "relay.key")
+    return Config(
+        listen=Listen(host="127.0.0.1", port=0, hostname="relay.test", timeout=60.0),
+        upstream=Upstream(port=free_port(), timeout=5.0, fanout_budget=30.0, concurrency=4),
+        policy=Policy(lists=("all-staff@example.com",), min_recipients=20),
+        store=StoreConfig(path=tmp_path / "var" / "relay.db"),
+        signature=Signature(key_file=tmp_path / "var" / "relay.key"))
 
 
 @pytest.fixture
 def cfg(base_cfg: Config, sink: Sink) -> Config:
-    return replace(base_cfg, upstream_port=sink.port)
+    return base_cfg.with_keys(upstream=dict(port=sink.port))
 
 
 StartRelay = Callable[..., Awaitable[Any]]

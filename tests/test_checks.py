@@ -53,15 +53,15 @@ async def test_check_finds_each_problem(cfg: Config, start_relay: StartRelay, si
     rc, out, err = await cli("check", "--config", str(conf))
     assert rc == 0, out + err
 
-    cfg.key_file.chmod(0o644)
+    cfg.signature.key_file.chmod(0o644)
     rc, out, _ = await cli("check", "--config", str(conf))
     assert rc == 1 and "PROBLEM  key file" in out and "mode 644" in out, out
-    cfg.key_file.chmod(0o600)
+    cfg.signature.key_file.chmod(0o600)
 
-    cfg.db_path.chmod(0o640)
+    cfg.store.path.chmod(0o640)
     rc, out, _ = await cli("check", "--config", str(conf))
     assert rc == 1 and "PROBLEM  database" in out and "0640" in out, out
-    cfg.db_path.chmod(0o600)
+    cfg.store.path.chmod(0o600)
 
     with socket.socket() as squatter:  # something else holds the listen port
         squatter.bind(("127.0.0.1", port))
@@ -75,7 +75,7 @@ async def test_check_finds_each_problem(cfg: Config, start_relay: StartRelay, si
     rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
     assert rc == 0 and "upstream" not in out, out
 
-    with sqlite3.connect(cfg.db_path) as c:
+    with sqlite3.connect(cfg.store.path) as c:
         c.execute("PRAGMA user_version = 99")
     rc, out, _ = await cli("check", "--config", str(conf), "--no-upstream")
     assert rc == 1 and "newer than this relay" in out, out

@@ -57,6 +57,21 @@ def test_bad_config_value_names_file_and_key(tmp_path: Path) -> None:
     one_line_error(run("serve", "--listen", "nonsense"), 2, "--listen")
 
 
+def test_flags_set_their_sections_keys(tmp_path: Path) -> None:
+    from relay.cli import _load, _parser
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('[listen]\nhostname = "mx.test"\n[store]\nurl = "postgresql://db/relay"\n')
+    plain = _load(_parser().parse_args(["serve", "--config", str(conf)]))
+    cfg = _load(_parser().parse_args(["serve", "--config", str(conf), "--listen", "[::1]:2600",
+                                      "--upstream", "mx.internal:25", "--db", "x.db"]))
+    assert (cfg.listen.host, cfg.listen.port, cfg.listen.hostname) == ("::1", 2600, "mx.test")
+    assert (cfg.upstream.host, cfg.upstream.port) == ("mx.internal", 25)
+    assert plain.store.url == "postgresql://db/relay"
+    assert cfg.store.path == Path("x.db") and cfg.store.url is None  # --db: this SQLite file
+    assert (cfg.policy, cfg.signature, cfg.source) == (plain.policy, plain.signature, str(conf))
+
+
 def test_decode_missing_input_and_missing_database(tmp_path: Path) -> None:
     one_line_error(run("decode", "--db", str(tmp_path / "x.db"), str(tmp_path / "nope.txt")),
                    2, "nope.txt")

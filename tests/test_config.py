@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -63,31 +65,34 @@ def write(folder: Path, text: str, name: str = "config.toml") -> Path:
 
 def test_defaults_match_the_interface() -> None:
     c = Config()
-    assert (c.listen_host, c.listen_port) == ("127.0.0.1", 10025)
-    assert c.allow == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-    assert (c.upstream_host, c.upstream_port) == ("127.0.0.1", 10026)
-    assert c.lists == ("all-staff@example.com",)
-    assert c.min_recipients == 20
-    assert c.db_path == Path("var/relay.db")
-    assert c.key_file == Path("var/relay.key")
-    assert c.threshold == 1e-6
-    assert c.ocr_languages == "eng+fra"
-    assert c.profile == "standard"
-    assert c.word_rate == PROFILES["standard"]
-    assert 0 < c.word_rate < 0.5
-    assert c.members == {}
-    assert c.tls_cert is None and c.tls_key is None and c.auth_file is None
+    assert (c.listen.host, c.listen.port) == ("127.0.0.1", 10025)
+    assert c.listen.allow == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert (c.upstream.host, c.upstream.port) == ("127.0.0.1", 10026)
+    assert c.policy.lists == ("all-staff@example.com",)
+    assert c.policy.min_recipients == 20
+    assert c.store.path == Path("var/relay.db")
+    assert c.signature.key_file == Path("var/relay.key")
+    assert c.decode.threshold == 1e-6
+    assert c.decode.ocr_languages == "eng+fra"
+    assert c.signature.profile == "standard"
+    assert c.signature.word_rate == PROFILES["standard"]
+    assert 0 < c.signature.word_rate < 0.5
+    assert c.policy.members == {}
+    assert c.listen.tls_cert is None and c.listen.tls_key is None and c.listen.auth_file is None
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     p = write(tmp_path, "# nothing set\n")
     c = config.load(p)
     d = Config()
-    for name in ("listen_host", "listen_port", "allow", "upstream_host", "upstream_port", "lists",
-                 "min_recipients", "threshold", "ocr_languages", "profile", "concurrency",
-                 "max_message_size", "max_recipients", "session_timeout", "fanout_budget",
-                 "max_connections", "max_connections_per_client"):
-        assert getattr(c, name) == getattr(d, name), name
+    for name in ("listen.host", "listen.port", "listen.allow", "upstream.host", "upstream.port",
+                 "policy.lists", "policy.min_recipients", "decode.threshold",
+                 "decode.ocr_languages", "signature.profile", "upstream.concurrency",
+                 "listen.max_message_size", "listen.max_recipients", "listen.timeout",
+                 "upstream.fanout_budget", "listen.max_connections",
+                 "listen.max_connections_per_client"):
+        section, key = name.split(".")
+        assert getattr(getattr(c, section), key) == getattr(getattr(d, section), key), name
     assert c.source == str(p)
 
 
@@ -99,33 +104,34 @@ def test_every_key_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(elsewhere)  # relative paths must not follow the working directory
     c = config.load(p)
     base = folder.resolve()
-    assert c.listen_host == "0.0.0.0"
-    assert c.listen_port == 2525
-    assert c.allow == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"),
-                       ipaddress.ip_network("192.168.1.7/32"))
-    assert c.hostname == "relay.example.org"
-    assert c.domains == ("example.com", "other.org")
-    assert c.max_message_size == 2048
-    assert c.max_recipients == 500
-    assert c.session_timeout == 120.0 and isinstance(c.session_timeout, float)
-    assert c.tls_cert == base / "certs/relay.crt"
-    assert c.tls_key == Path("/etc/relay/tls.key")
-    assert c.auth_file == base / "users.txt"
-    assert (c.max_connections, c.max_connections_per_client) == (300, 12)
-    assert c.upstream_host == "mx.internal"
-    assert c.upstream_port == 25
-    assert c.concurrency == 3
-    assert c.upstream_timeout == 30.5
-    assert c.fanout_budget == 100.0
-    assert c.lists == ("all-staff@example.com", "team@example.org")
-    assert c.min_recipients == 0
-    assert c.members == {"all-staff@example.com": base / "members/all.txt",
-                         "team@example.org": Path("/srv/team.txt")}
-    assert c.db_path == base / "db/relay.db"
-    assert c.key_file == base / "keys/relay.key"
-    assert c.profile == "dense" and c.word_rate == PROFILES["dense"]
-    assert c.threshold == 1e-9
-    assert c.ocr_languages == "eng"
+    assert c.listen.host == "0.0.0.0"
+    assert c.listen.port == 2525
+    assert c.listen.allow == (ipaddress.ip_network("10.0.0.0/8"),
+                              ipaddress.ip_network("2001:db8::/32"),
+                              ipaddress.ip_network("192.168.1.7/32"))
+    assert c.listen.hostname == "relay.example.org"
+    assert c.listen.domains == ("example.com", "other.org")
+    assert c.listen.max_message_size == 2048
+    assert c.listen.max_recipients == 500
+    assert c.listen.timeout == 120.0 and isinstance(c.listen.timeout, float)
+    assert c.listen.tls_cert == base / "certs/relay.crt"
+    assert c.listen.tls_key == Path("/etc/relay/tls.key")
+    assert c.listen.auth_file == base / "users.txt"
+    assert (c.listen.max_connections, c.listen.max_connections_per_client) == (300, 12)
+    assert c.upstream.host == "mx.internal"
+    assert c.upstream.port == 25
+    assert c.upstream.concurrency == 3
+    assert c.upstream.timeout == 30.5
+    assert c.upstream.fanout_budget == 100.0
+    assert c.policy.lists == ("all-staff@example.com", "team@example.org")
+    assert c.policy.min_recipients == 0
+    assert c.policy.members == {"all-staff@example.com": base / "members/all.txt",
+                                "team@example.org": Path("/srv/team.txt")}
+    assert c.store.path == base / "db/relay.db"
+    assert c.signature.key_file == base / "keys/relay.key"
+    assert c.signature.profile == "dense" and c.signature.word_rate == PROFILES["dense"]
+    assert c.decode.threshold == 1e-9
+    assert c.decode.ocr_languages == "eng"
     assert c.source == str(p)
 
 
@@ -134,15 +140,15 @@ def test_relative_paths_follow_the_file_given_relatively(
     write(tmp_path / "conf", '[store]\npath = "relay.db"\n[signature]\nkey_file = "../k/key"\n')
     monkeypatch.chdir(tmp_path)
     c = config.load(Path("conf/config.toml"))
-    assert c.db_path == (tmp_path / "conf").resolve() / "relay.db"
-    assert c.db_path.is_absolute()
-    assert c.key_file == (tmp_path / "conf").resolve() / "../k/key"
+    assert c.store.path == (tmp_path / "conf").resolve() / "relay.db"
+    assert c.store.path.is_absolute()
+    assert c.signature.key_file == (tmp_path / "conf").resolve() / "../k/key"
 
 
 def test_integer_threshold_and_timeouts_accepted(tmp_path: Path) -> None:
     c = config.load(write(tmp_path, "[upstream]\ntimeout = 5\n[decode]\nthreshold = 0.001\n"))
-    assert c.upstream_timeout == 5.0
-    assert c.threshold == 0.001
+    assert c.upstream.timeout == 5.0
+    assert c.decode.threshold == 0.001
 
 
 def test_load_none_without_config_file_uses_defaults(
@@ -158,8 +164,8 @@ def test_load_none_reads_local_config_toml(
     write(tmp_path, '[listen]\nport = 2526\n[store]\npath = "data/r.db"\n')
     monkeypatch.chdir(tmp_path)
     c = config.load(None)
-    assert c.listen_port == 2526
-    assert c.db_path == tmp_path.resolve() / "data/r.db"
+    assert c.listen.port == 2526
+    assert c.store.path == tmp_path.resolve() / "data/r.db"
     assert "config.toml" in c.source
 
 
@@ -182,6 +188,9 @@ BAD = [
     ("[upstream]\nhots = 'x'\n", "upstream.hots"),
     ("[policy]\nlist = []\n", "policy.list"),
     ("[store]\ndb = 'x'\n", "store.db"),
+    ("[store]\nurl = 5\n", "store.url"),
+    ("[store]\nurl = 'sqlite:///x.db'\n", "store.url"),
+    ("[store]\nurl = 'postgres://h/db'\npath = 'x.db'\n", "store.url"),
     ("[signature]\nkey = 'x'\n", "signature.key"),
     ("[decode]\nthreshhold = 0.1\n", "decode.threshhold"),
     ("[listen]\nport = '25'\n", "listen.port"),
@@ -274,10 +283,29 @@ def test_from_dict_source_label() -> None:
     assert str(e.value).startswith("flags: listen.port")
 
 
-def test_with_overrides_ignores_none() -> None:
-    c = Config().with_overrides(listen_port=2600, db_path=None, listen_host=None)
-    assert c.listen_port == 2600
-    assert c.db_path == Config().db_path and c.listen_host == "127.0.0.1"
+def test_with_keys_changes_only_the_keys_given() -> None:
+    c = Config().with_keys(listen=dict(port=2600), store=dict(keep_days=0))
+    assert c.listen.port == 2600 and c.store.keep_days == 0
+    assert c.listen.host == "127.0.0.1" and c.store.path == Config().store.path
+    assert (c.upstream, c.policy, c.source) == (Config().upstream, Config().policy,
+                                                Config().source)
+    with pytest.raises(TypeError):
+        Config().with_keys(listen=dict(listen_port=2600))  # the old flat name is no key
+
+
+def test_sections_mirror_the_file(tmp_path: Path) -> None:
+    """Every key of the full example is a field of its section, under the same name; and every
+    field of a section is a key the file may set."""
+    data = tomllib.loads(FULL)
+    c = config.load(write(tmp_path, FULL))
+    assert set(config.SECTIONS) == {f.name for f in fields(Config)} - {"source"}
+    for section, table in data.items():
+        for key in table:
+            assert key in {f.name for f in fields(getattr(c, section))}, f"{section}.{key}"
+    for section, cls in config.SECTIONS.items():
+        for f in fields(cls):
+            with pytest.raises(ConfigError, match=rf"{section}\.{f.name}: "):
+                config.from_dict({section: {f.name: object()}}, "x")
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -297,11 +325,11 @@ def test_parse_hostport_errors_name_the_flag(value: str) -> None:
 
 
 def test_store_keep_days_and_metrics_listen(tmp_path: Path) -> None:
-    assert Config().keep_days == 730 and Config().metrics_listen is None
+    assert Config().store.keep_days == 730 and Config().metrics.listen is None
     f = tmp_path / "c.toml"
     f.write_text('[store]\nkeep_days = 0\n[metrics]\nlisten = "127.0.0.1:9464"\n')
     c = config.load(f)
-    assert c.keep_days == 0 and c.metrics_listen == ("127.0.0.1", 9464)
+    assert c.store.keep_days == 0 and c.metrics.listen == ("127.0.0.1", 9464)
 
 
 @pytest.mark.parametrize("text,key", [
@@ -316,3 +344,32 @@ def test_operations_keys_errors_name_the_key(tmp_path: Path, text: str, key: str
     f.write_text(text)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(f)
+
+
+def test_store_url_selects_postgresql(tmp_path: Path) -> None:
+    assert Config().store.url is None
+    for url in ("postgresql://relay@db.internal/relay", "postgres://relay:pw@127.0.0.1:5432/r"):
+        c = config.load(write(tmp_path, f'[store]\nurl = "{url}"\nkeep_days = 90\n'))
+        assert c.store.url == url and c.store.keep_days == 90
+        assert c.store.path == Config().store.path  # not read; no SQLite file is named
+
+
+@pytest.mark.parametrize("text", [
+    '[store]\nurl = "mysql://relay:s3cret@db/relay"\n',
+    '[store]\nurl = "postgresql:relay:s3cret@db"\n',
+    '[store]\nurl = ""\n',
+])
+def test_store_url_must_be_postgresql(tmp_path: Path, text: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    assert str(e.value) == f"{p}: store.url: expected a postgresql:// URL"
+    assert "s3cret" not in str(e.value)  # a URL may hold a password: never echoed
+
+
+def test_store_url_and_path_together_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, '[store]\nurl = "postgresql://db/relay"\npath = "relay.db"\n')
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: store.url: ") and "path" in msg and "\n" not in msg

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,7 +71,7 @@ async def test_all_staff_by_list_header(relay, sink: Sink) -> None:
 
 async def test_all_staff_by_recipient_count(cfg: Config, start_relay: StartRelay,
                                             sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, min_recipients=4))
+    relay = await start_relay(cfg.with_keys(policy=dict(min_recipients=4)))
     data = make_message(to="team@example.com")
     assert (await smtp_send(relay.port, BOSS, STAFF[:4], data)).startswith("250")
     assert_one_copy_each(sink, STAFF[:4])
@@ -86,7 +85,7 @@ async def test_members_expansion(cfg: Config, start_relay: StartRelay, sink: Sin
                                  tmp_path: Path) -> None:
     f = tmp_path / "staff.txt"
     f.write_text("# everyone\n" + "\n".join(STAFF[:3]) + "\nUSER0@example.com\n")
-    relay = await start_relay(replace(cfg, members={"all-staff@example.com": f}))
+    relay = await start_relay(cfg.with_keys(policy=dict(members={"all-staff@example.com": f})))
     reply = await smtp_send(relay.port, BOSS, ["all-staff@example.com"], make_message())
     assert reply.startswith("250")
     assert_one_copy_each(sink, STAFF[:3])
@@ -96,7 +95,7 @@ async def test_members_reload(cfg: Config, start_relay: StartRelay, sink: Sink,
                               tmp_path: Path) -> None:
     f = tmp_path / "staff.txt"
     f.write_text(STAFF[0] + "\n")
-    relay = await start_relay(replace(cfg, members={"all-staff@example.com": f}))
+    relay = await start_relay(cfg.with_keys(policy=dict(members={"all-staff@example.com": f})))
     f.write_text("\n".join(STAFF[1:3]) + "\n")
     relay.reload()  # what SIGHUP does
     assert (await smtp_send(relay.port, BOSS, ["all-staff@example.com"], make_message())
@@ -146,15 +145,15 @@ async def test_retry_after_key_rotation_signs_with_the_first_key(
     sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
     assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
     await relay.stop(grace=2)
-    old_kid, old_key = keys.load(cfg.key_file).current
-    keys.rotate(cfg.key_file)
-    assert keys.load(cfg.key_file).current[0] != old_kid
+    old_kid, old_key = keys.load(cfg.signature.key_file).current
+    keys.rotate(cfg.signature.key_file)
+    assert keys.load(cfg.signature.key_file).current[0] != old_kid
     sink.rcpt_replies.clear()
     relay2 = await start_relay(cfg)
     assert (await smtp_send(relay2.port, BOSS, STAFF, data)).startswith("250")
     assert_one_copy_each(sink, STAFF)
     expected = fingerprint.prepare(data, BOSS, old_kid, old_key,
-                                   SCHEME.with_rate(cfg.word_rate)).copy_for(STAFF[1])
+                                   SCHEME.with_rate(cfg.signature.word_rate)).copy_for(STAFF[1])
     assert sink.to(STAFF[1])[0].data == expected
 
 
@@ -167,7 +166,7 @@ async def retried_as_logged_before(cfg: Config, start_relay: StartRelay, sink: S
     sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
     assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("450")
     await relay.stop(grace=2)
-    conn = sqlite3.connect(cfg.db_path)
+    conn = sqlite3.connect(cfg.store.path)
     with conn:
         assert conn.execute(f"UPDATE messages SET {columns}", params).rowcount == 1
     conn.close()
@@ -187,9 +186,10 @@ async def test_retry_of_a_message_logged_with_even_blocks_signs_with_even_blocks
     data = make_message(body="\r\n\r\n".join(PROSE * 2))  # 264 word gaps: 40 or 44 doubles
     await retried_as_logged_before(cfg, start_relay, sink, data,
                                    "block_cut = ?, code_version = ?", [EVEN, V2])
-    kid, key = keys.load(cfg.key_file).current
-    even = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, EVEN))
-    units = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, BLOCK, UNITS))
+    kid, key = keys.load(cfg.signature.key_file).current
+    rate = cfg.signature.word_rate
+    even = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, rate, BLOCK, EVEN))
+    units = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, rate, BLOCK, UNITS))
     assert (even.bits_for(STAFF[1]) != units.bits_for(STAFF[1])).any()  # the cut matters here
     assert sink.to(STAFF[1])[0].data == even.copy_for(STAFF[1])
 
@@ -208,9 +208,9 @@ async def test_retry_of_a_message_logged_with_carrier_rules_0_keeps_them(
                          msgid="<retry-rules@example.com>")
     await retried_as_logged_before(cfg, start_relay, sink, data,
                                    "carrier_rules = 0, code_version = 2", [])
-    kid, key = keys.load(cfg.key_file).current
-    old = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=0))
-    new = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.word_rate, rules=1))
+    kid, key = keys.load(cfg.signature.key_file).current
+    old = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.signature.word_rate, rules=0))
+    new = fingerprint.prepare(data, BOSS, kid, key, Scheme(V2, cfg.signature.word_rate, rules=1))
     assert old.carriers < new.carriers  # the rules matter here
     assert sink.to(STAFF[1])[0].data == old.copy_for(STAFF[1])
 
@@ -244,7 +244,7 @@ async def test_upstream_drops_connection_mid_fanout(relay, sink: Sink) -> None:
 
 async def test_fanout_budget_stops_and_retry_resumes(cfg: Config, start_relay: StartRelay,
                                                      sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, fanout_budget=0.5, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(fanout_budget=0.5, concurrency=2)))
     sink.data_delay = 0.2
     data = make_message()
     rcpts = [f"p{i}@example.com" for i in range(10)]
@@ -261,7 +261,7 @@ async def test_fanout_budget_stops_and_retry_resumes(cfg: Config, start_relay: S
 
 async def test_client_eof_does_not_lose_copies(cfg: Config, start_relay: StartRelay,
                                                sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=2)))
     sink.data_delay = 0.1
     data = make_message()
     c = await Client.connect(relay.port)
@@ -286,7 +286,7 @@ async def test_client_eof_does_not_lose_copies(cfg: Config, start_relay: StartRe
 
 async def test_overlapping_attempts_never_double(cfg: Config, start_relay: StartRelay,
                                                  sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=2)))
     sink.data_delay = 0.05
     data = make_message()
     replies = await asyncio.gather(*(smtp_send(relay.port, BOSS, STAFF, data) for _ in range(3)))
@@ -369,7 +369,7 @@ async def test_dsn_tempfail_is_retried_once(relay, sink: Sink) -> None:
 
 async def test_locked_database_gives_451_and_no_copy(relay, cfg: Config, sink: Sink) -> None:
     await relay.store.run(lambda s: s.db.conn.execute("PRAGMA busy_timeout = 50"))
-    other = sqlite3.connect(cfg.db_path, timeout=0)
+    other = sqlite3.connect(cfg.store.path, timeout=0)
     other.execute("BEGIN EXCLUSIVE")
     try:
         reply = await smtp_send(relay.port, BOSS, STAFF, make_message())
@@ -384,11 +384,11 @@ async def test_locked_database_gives_451_and_no_copy(relay, cfg: Config, sink: S
 
 async def test_store_failing_mid_fanout_never_doubles(cfg: Config, start_relay: StartRelay,
                                                       sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, concurrency=1))
+    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=1)))
     await relay.store.run(lambda s: s.db.conn.execute("PRAGMA busy_timeout = 50"))
     sink.data_delay = 0.1
     data = make_message()
-    other = sqlite3.connect(cfg.db_path, timeout=5)
+    other = sqlite3.connect(cfg.store.path, timeout=5)
     task = asyncio.create_task(smtp_send(relay.port, BOSS, STAFF, data))
     while len(sink.messages) < 2:
         await asyncio.sleep(0.01)
@@ -438,7 +438,7 @@ def smtp_sink() -> Iterator:
 async def test_smtp_sink_soft_rejects_rcpt(base_cfg: Config, start_relay: StartRelay,
                                            smtp_sink) -> None:
     port = smtp_sink("-r", "RCPT")
-    relay = await start_relay(replace(base_cfg, upstream_port=port))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port)))
     assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("45")
     assert (await smtp_send(relay.port, BOSS, ["a@example.com"],
                             make_message(to="a@example.com"))).startswith("45")
@@ -447,7 +447,7 @@ async def test_smtp_sink_soft_rejects_rcpt(base_cfg: Config, start_relay: StartR
 async def test_smtp_sink_hard_rejects_rcpt(base_cfg: Config, start_relay: StartRelay,
                                            smtp_sink) -> None:
     port = smtp_sink("-f", "RCPT")
-    relay = await start_relay(replace(base_cfg, upstream_port=port))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port)))
     reply = await smtp_send(relay.port, BOSS, STAFF, make_message())
     assert reply.startswith("5"), reply
 
@@ -455,21 +455,21 @@ async def test_smtp_sink_hard_rejects_rcpt(base_cfg: Config, start_relay: StartR
 async def test_smtp_sink_disconnects_after_dot(base_cfg: Config, start_relay: StartRelay,
                                                smtp_sink) -> None:
     port = smtp_sink("-q", ".")  # takes the message, never answers: outcome unknown
-    relay = await start_relay(replace(base_cfg, upstream_port=port))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port)))
     assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("451")
 
 
 async def test_smtp_sink_421_at_data(base_cfg: Config, start_relay: StartRelay,
                                      smtp_sink) -> None:
     port = smtp_sink("-Q", "DATA")
-    relay = await start_relay(replace(base_cfg, upstream_port=port))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port)))
     assert (await smtp_send(relay.port, BOSS, STAFF, make_message())).startswith("4")
 
 
 async def test_smtp_sink_slow_upstream_times_out(base_cfg: Config, start_relay: StartRelay,
                                                  smtp_sink) -> None:
     port = smtp_sink("-w", "3")
-    relay = await start_relay(replace(base_cfg, upstream_port=port, upstream_timeout=1.0))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port, timeout=1.0)))
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     reply = await smtp_send(relay.port, BOSS, STAFF, make_message())
@@ -481,7 +481,7 @@ async def test_smtp_sink_dies_mid_fanout_then_recovers(base_cfg: Config,
                                                        start_relay: StartRelay,
                                                        smtp_sink) -> None:
     port = smtp_sink("-M", "3")  # exits after three messages
-    relay = await start_relay(replace(base_cfg, upstream_port=port, concurrency=1))
+    relay = await start_relay(base_cfg.with_keys(upstream=dict(port=port, concurrency=1)))
     data = make_message()
     assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("451")
     before = {r for r, st in (await copies_in_store(relay)).items() if st == ACCEPTED}
@@ -508,7 +508,7 @@ def long_text(size: int) -> str:
 
 async def test_message_over_max_message_bytes_is_delivered_untouched(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, max_message_bytes=2000))
+    relay = await start_relay(cfg.with_keys(policy=dict(max_message_bytes=2000)))
     data = make_message(body=long_text(3000))
     reply = await smtp_send(relay.port, BOSS, STAFF, data)
     assert reply.startswith("250"), reply
@@ -522,7 +522,7 @@ async def test_message_over_max_message_bytes_is_delivered_untouched(
 
 async def test_text_part_over_max_text_bytes_is_delivered_untouched(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, max_text_bytes=2000))
+    relay = await start_relay(cfg.with_keys(policy=dict(max_text_bytes=2000)))
     big, small = make_message(body=long_text(3000)), make_message(body=long_text(1500))
     assert (await smtp_send(relay.port, BOSS, STAFF, big)).startswith("250")
     assert len(sink.messages) == 1 and sink.messages[0].data == big
@@ -544,7 +544,7 @@ async def test_analysis_runs_in_worker_processes(relay, sink: Sink) -> None:
 
 async def test_analysis_over_the_time_limit_is_delivered_untouched(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, analysis_timeout=0.001))
+    relay = await start_relay(cfg.with_keys(policy=dict(analysis_timeout=0.001)))
     before = set(relay.deliverer.analyser.pids)
     data = make_message(body=long_text(100_000))
     reply = await smtp_send(relay.port, BOSS, STAFF, data)
@@ -558,7 +558,8 @@ async def test_analysis_slower_than_the_fanout_budget_is_never_451_forever(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
     """Before, an analysis that outlasted the fan-out budget made every attempt answer 451
     (the identity lock was then asked for with a timeout of 0, which fails even when free)."""
-    relay = await start_relay(replace(cfg, fanout_budget=1.0, analysis_timeout=60))
+    relay = await start_relay(cfg.with_keys(upstream=dict(fanout_budget=1.0),
+                                            policy=dict(analysis_timeout=60)))
     data = make_message(body=long_text(250_000))
     replies = [await smtp_send(relay.port, BOSS, STAFF, data) for _ in range(3)]
     assert any(r.startswith("250") for r in replies), replies
@@ -570,7 +571,7 @@ async def test_retry_while_the_first_attempt_runs_completes(
         cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
     """A retry that arrives while the first attempt is still fanning out shares its analysis,
     waits for it, is answered 451 at most once more, and the next retry completes."""
-    relay = await start_relay(replace(cfg, fanout_budget=2.0, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(fanout_budget=2.0, concurrency=2)))
     sink.data_delay = 0.1
     rcpts = [f"p{i}@example.com" for i in range(50)]
     data = make_message()
@@ -615,8 +616,8 @@ async def test_copies_are_made_in_the_worker_processes(cfg: Config, start_relay:
     assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
     assert_one_copy_each(sink, rcpts)
     assert any(w.loaded for w in relay.deliverer.analyser._all)  # a worker was sent the message
-    kid, key = keys.load(cfg.key_file).current
-    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.word_rate))
+    kid, key = keys.load(cfg.signature.key_file).current
+    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.signature.word_rate))
     for r in rcpts:
         assert sink.to(r)[0].data == p.copy_for(r)
 
@@ -629,7 +630,7 @@ async def test_workers_killed_mid_fanout_the_relay_makes_the_rest(
 
     from relay import fingerprint, keys
 
-    relay = await start_relay(replace(cfg, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=2)))
     sink.data_delay = 0.02
     rcpts = [f"k{i}@example.com" for i in range(200)]  # more than are made ahead
     data = make_message()
@@ -641,7 +642,7 @@ async def test_workers_killed_mid_fanout_the_relay_makes_the_rest(
     assert (await sending).startswith("250")
     assert "copies made in the relay process" in caplog.text
     assert_one_copy_each(sink, rcpts)
-    kid, key = keys.load(cfg.key_file).current
-    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.word_rate))
+    kid, key = keys.load(cfg.signature.key_file).current
+    p = fingerprint.prepare(data, BOSS, kid, key, SCHEME.with_rate(cfg.signature.word_rate))
     for r in rcpts:
         assert sink.to(r)[0].data == p.copy_for(r)

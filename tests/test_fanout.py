@@ -16,6 +16,7 @@ from conftest import Sink
 
 from relay import analysis
 from relay.asyncstore import AsyncStore
+from relay.config import Upstream
 from relay.delivery import Transaction
 from relay.fanout import send_copies
 from relay.fingerprint import Prepared, prepare
@@ -49,7 +50,7 @@ async def fan_out(sink: Sink, store: AsyncStore, p: Prepared, rcpts: list[str],
                   analyser: analysis.Analyser | None, stop_in: float = 60.0) -> dict:
     await store.record_message(p.log_entry(BOSS))
     await store.add_copies(p.identity, rcpts)
-    pool = UpstreamPool("127.0.0.1", sink.port, 4, 10.0, "relay.test")
+    pool = UpstreamPool(Upstream(port=sink.port, concurrency=4, timeout=10.0), "relay.test")
     try:
         txn = Transaction("q1", BOSS, rcpts, [], p.raw)
         return await send_copies(

@@ -4,7 +4,6 @@ with one copy refused (so one DSN), an ordinary message, and the health answer."
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from conftest import Sink, StartRelay, free_port, make_message, smtp_send
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,7 +36,7 @@ def samples(text: str) -> dict[str, float]:
 async def test_metrics_after_a_fanout_show_the_right_counts(cfg: Config, sink: Sink,
                                                            start_relay: StartRelay) -> None:
     port = free_port()
-    relay = await start_relay(replace(cfg, metrics_listen=("127.0.0.1", port)))
+    relay = await start_relay(cfg.with_keys(metrics=dict(listen=("127.0.0.1", port))))
     sink.rcpt_replies[STAFF[7]] = "550 5.1.1 no such user"
     assert (await smtp_send(relay.port, "boss@example.com", STAFF,
                             make_message())).startswith("250")
@@ -102,4 +101,4 @@ async def test_metrics_port_taken_is_one_config_error(cfg: Config, start_relay: 
         s.listen()
         taken = s.getsockname()[1]
         with pytest.raises(ConfigError, match="metrics.listen"):
-            await start_relay(replace(cfg, metrics_listen=("127.0.0.1", taken)))
+            await start_relay(cfg.with_keys(metrics=dict(listen=("127.0.0.1", taken))))

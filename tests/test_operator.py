@@ -9,7 +9,6 @@ import asyncio
 import json
 import sqlite3
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,7 +82,7 @@ async def test_messages_and_purge_on_the_running_relays_database(
                            str(tmp_path / "leak.txt"))
     assert json.loads(out)["verdict"] == "no_match"
     # personal data is gone from the file, not just unlinked from the tables
-    for p in (cfg.db_path, Path(f"{cfg.db_path}-wal")):
+    for p in (cfg.store.path, Path(f"{cfg.store.path}-wal")):
         if p.exists():
             blob = p.read_bytes()
             assert b"Budget" not in blob and STAFF[0].encode() not in blob, p
@@ -121,17 +120,17 @@ async def test_keep_days_purges_old_entries_when_serve_starts(
         assert (await smtp_send(r.port, "boss@example.com", STAFF,
                                 make_message(subject=subject))).startswith("250")
     await r.stop(grace=1)
-    with sqlite3.connect(cfg.db_path) as c:
+    with sqlite3.connect(cfg.store.path) as c:
         c.execute("UPDATE messages SET created_at = created_at - 40 * 86400 "
                   "WHERE subject = 'Old'")
-    r = await start_relay(replace(cfg, keep_days=30))
+    r = await start_relay(cfg.with_keys(store=dict(keep_days=30)))
     assert r.port  # serving at once; the purge runs beside it
     for _ in range(100):
-        with sqlite3.connect(cfg.db_path) as c:
+        with sqlite3.connect(cfg.store.path) as c:
             left = [s for (s,) in c.execute("SELECT subject FROM messages")]
         if left == ["New"]:
             break
         await asyncio.sleep(0.05)
     assert left == ["New"]
-    with sqlite3.connect(cfg.db_path) as c:
+    with sqlite3.connect(cfg.store.path) as c:
         assert c.execute("SELECT count(*) FROM copies").fetchone()[0] == len(STAFF)

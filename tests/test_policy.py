@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import policy
-from relay.config import Config, ConfigError
+from relay.config import ConfigError, Policy
 
-CFG = Config(lists=("all-staff@example.com",), min_recipients=20)
+CFG = Policy(lists=("all-staff@example.com",), min_recipients=20)
 
 
 def test_is_all_staff_by_header() -> None:
@@ -52,8 +52,8 @@ def test_members(tmp_path: Path) -> None:
     f = tmp_path / "staff.txt"
     f.write_text("# staff\nalice@example.com\nBob@example.com  # boss\n\nbob@EXAMPLE.com\n"
                  "<carol@example.com>\n")
-    cfg = replace(CFG, members={"all-staff@example.com": f})
-    members = policy.load_members(cfg)
+    rules = replace(CFG, members={"all-staff@example.com": f})
+    members = policy.load_members(rules)
     assert members == {"all-staff@example.com": ("alice@example.com", "Bob@example.com",
                                                  "carol@example.com")}
     out = policy.expand(["dave@example.com", "All-Staff@example.com", "alice@example.com"],
@@ -63,9 +63,9 @@ def test_members(tmp_path: Path) -> None:
 
 
 def test_members_file_missing_or_bad(tmp_path: Path) -> None:
-    cfg = replace(CFG, members={"all-staff@example.com": tmp_path / "nope.txt"})
+    rules = replace(CFG, members={"all-staff@example.com": tmp_path / "nope.txt"})
     with pytest.raises(ConfigError, match="nope.txt"):
-        policy.load_members(cfg)
+        policy.load_members(rules)
     bad = tmp_path / "bad.txt"
     bad.write_text("ok@example.com\nx%y@example.com\n")
     with pytest.raises(ConfigError, match="bad.txt: line 2"):

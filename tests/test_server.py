@@ -9,7 +9,6 @@ import re
 import signal
 import stat
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import aiosmtplib
@@ -72,9 +71,9 @@ async def test_utf8_address_needs_smtputf8(relay, sink: Sink) -> None:
 
 async def test_client_outside_allow_is_refused_at_connect(cfg: Config, start_relay: StartRelay,
                                                           sink: Sink) -> None:
-    import ipaddress
+    from ipaddress import ip_network
 
-    relay = await start_relay(replace(cfg, allow=(ipaddress.ip_network("10.0.0.0/8"),)))
+    relay = await start_relay(cfg.with_keys(listen=dict(allow=(ip_network("10.0.0.0/8"),))))
     c = await Client.connect(relay.port)
     greeting = await c.reply()
     assert greeting.startswith("554 5.7.1")
@@ -96,7 +95,7 @@ async def test_client_outside_allow_is_refused_at_connect(cfg: Config, start_rel
 ])
 async def test_open_relay_forms_are_refused(cfg: Config, start_relay: StartRelay, sink: Sink,
                                             rcpt: str, code: str) -> None:
-    relay = await start_relay(replace(cfg, domains=("example.net",)))
+    relay = await start_relay(cfg.with_keys(listen=dict(domains=("example.net",))))
     c = await Client.connect(relay.port)
     await c.reply()
     await c.cmd("EHLO client.test")
@@ -119,7 +118,7 @@ async def test_malformed_paths(relay, sink: Sink) -> None:
 
 
 async def test_size_limit(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, max_message_size=4096))
+    relay = await start_relay(cfg.with_keys(listen=dict(max_message_size=4096)))
     big = make_message(to="b@example.com", body="y" * 80 + "\r\n" * 1 + ("z" * 70 + "\r\n") * 80)
     reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"], big)
     assert reply.startswith("552")
@@ -133,7 +132,8 @@ async def test_size_limit(cfg: Config, start_relay: StartRelay, sink: Sink) -> N
 
 
 async def test_too_many_recipients(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, max_recipients=3, min_recipients=0))
+    relay = await start_relay(cfg.with_keys(listen=dict(max_recipients=3),
+                                            policy=dict(min_recipients=0)))
     c = await Client.connect(relay.port)
     await c.reply()
     await c.cmd("EHLO client.test")
@@ -168,7 +168,7 @@ async def test_bare_lf_is_normalised_and_never_smuggles(relay, sink: Sink) -> No
 
 
 async def test_upstream_down_gives_451(base_cfg: Config, start_relay: StartRelay) -> None:
-    relay = await start_relay(base_cfg)  # nothing listens on base_cfg.upstream_port
+    relay = await start_relay(base_cfg)  # nothing listens on base_cfg.upstream.port
     reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"],
                             make_message(to="b@example.com"))
     assert reply.startswith("451")
@@ -179,30 +179,31 @@ async def test_upstream_down_gives_451(base_cfg: Config, start_relay: StartRelay
 
 async def test_key_file_and_database_are_private(relay, cfg: Config, sink: Sink) -> None:
     await smtp_send(relay.port, "a@example.com", ["b@example.com"], make_message())
-    assert stat.S_IMODE(os.stat(cfg.key_file).st_mode) == 0o600
-    for f in [cfg.db_path, *cfg.db_path.parent.glob(cfg.db_path.name + "-*")]:
+    assert stat.S_IMODE(os.stat(cfg.signature.key_file).st_mode) == 0o600
+    for f in [cfg.store.path, *cfg.store.path.parent.glob(cfg.store.path.name + "-*")]:
         assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, f
 
 
 async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartRelay,
                                            tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="members file"):
-        await start_relay(replace(base_cfg, members={"l@example.com": tmp_path / "none.txt"}))
+        await start_relay(base_cfg.with_keys(
+            policy=dict(members={"l@example.com": tmp_path / "none.txt"})))
     from relay.keys import KeyFileError
     from relay.store import StoreError
 
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreError, match="dir.db"):
-        await start_relay(replace(base_cfg, db_path=tmp_path / "dir.db"))
+        await start_relay(base_cfg.with_keys(store=dict(path=tmp_path / "dir.db")))
     loose = tmp_path / "loose.key"
     loose.write_text("k1 " + "ab" * 32 + "\n")
     loose.chmod(0o644)
     with pytest.raises(KeyFileError, match="0600"):
-        await start_relay(replace(base_cfg, key_file=loose))
+        await start_relay(base_cfg.with_keys(signature=dict(key_file=loose)))
     blocker = await start_sink()
     try:
         with pytest.raises(ConfigError, match="cannot listen"):
-            await start_relay(replace(base_cfg, listen_port=blocker.port))
+            await start_relay(base_cfg.with_keys(listen=dict(port=blocker.port)))
     finally:
         await blocker.close()
 
@@ -287,7 +288,7 @@ STAFF = [f"member{i}@example.com" for i in range(40)]
 
 async def test_stop_answers_open_data_and_restart_resumes(cfg: Config, start_relay: StartRelay,
                                                           sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, concurrency=2))
+    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=2)))
     sink.data_delay = 0.05
     data = make_message()
     idle = await Client.connect(relay.port)
@@ -306,7 +307,7 @@ async def test_stop_answers_open_data_and_restart_resumes(cfg: Config, start_rel
     delivered = len(sink.messages)
     assert 4 <= delivered < len(STAFF)
     # a new process on the same database: the retry sends only the missing copies
-    relay2 = await start_relay(replace(cfg, concurrency=4))
+    relay2 = await start_relay(cfg.with_keys(upstream=dict(concurrency=4)))
     sink.data_delay = 0
     assert (await smtp_send(relay2.port, "boss@example.com", STAFF, data)).startswith("250")
     got = sorted(r for m in sink.messages for r in m.rcpt_tos)
@@ -366,7 +367,7 @@ def make_cert(tmp_path: Path) -> tuple[Path, Path]:
 async def test_starttls(cfg: Config, start_relay: StartRelay, sink: Sink,
                         tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)
-    relay = await start_relay(replace(cfg, tls_cert=cert, tls_key=key))
+    relay = await start_relay(cfg.with_keys(listen=dict(tls_cert=cert, tls_key=key)))
     data = make_message(to="b@example.com")
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=True,
                                validate_certs=False) as s:
@@ -378,7 +379,8 @@ async def test_starttls(cfg: Config, start_relay: StartRelay, sink: Sink,
 async def test_starttls_required_beyond_loopback(cfg: Config, start_relay: StartRelay,
                                                  sink: Sink, tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)
-    relay = await start_relay(replace(cfg, listen_host="0.0.0.0", tls_cert=cert, tls_key=key))
+    relay = await start_relay(cfg.with_keys(listen=dict(host="0.0.0.0", tls_cert=cert,
+                                                        tls_key=key)))
     c = await Client.connect(relay.port)
     await c.reply()
     assert "STARTTLS" in await c.cmd("EHLO client.test")
@@ -393,7 +395,8 @@ async def test_auth_only_over_tls(cfg: Config, start_relay: StartRelay, sink: Si
     cert, key = make_cert(tmp_path)
     users = tmp_path / "users"
     users.write_text(f"# users\nalice:{hash_password('s3cret', ln=10)}\n")
-    relay = await start_relay(replace(cfg, tls_cert=cert, tls_key=key, auth_file=users))
+    relay = await start_relay(cfg.with_keys(listen=dict(tls_cert=cert, tls_key=key,
+                                                        auth_file=users)))
     c = await Client.connect(relay.port)
     await c.reply()
     ehlo = await c.cmd("EHLO client.test")
@@ -448,7 +451,8 @@ async def auth_relay(cfg: Config, start_relay: StartRelay, tmp_path: Path, ln: i
     cert, key = make_cert(tmp_path)
     users = tmp_path / "users"
     users.write_text(f"alice:{hash_password('s3cret', ln=ln)}\n")
-    return await start_relay(replace(cfg, tls_cert=cert, tls_key=key, auth_file=users, **kw))
+    listen = dict(tls_cert=cert, tls_key=key, auth_file=users, **kw)
+    return await start_relay(cfg.with_keys(listen=listen))
 
 
 async def test_auth_failures_end_the_session_at_the_third(cfg: Config, start_relay: StartRelay,
@@ -534,7 +538,8 @@ async def test_password_hashing_does_not_block_other_sessions(
 
 
 async def test_connection_limits(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(replace(cfg, max_connections=6, max_connections_per_client=3))
+    relay = await start_relay(cfg.with_keys(listen=dict(max_connections=6,
+                                                        max_connections_per_client=3)))
     held = []
     for _ in range(3):
         c = await Client.connect(relay.port)
@@ -566,10 +571,10 @@ async def test_connection_limits(cfg: Config, start_relay: StartRelay, sink: Sin
 
 async def test_refusals_are_logged_at_a_bounded_rate(cfg: Config, start_relay: StartRelay,
                                                      sink: Sink, caplog) -> None:
-    import ipaddress
     import logging
+    from ipaddress import ip_network
 
-    relay = await start_relay(replace(cfg, allow=(ipaddress.ip_network("10.0.0.0/8"),)))
+    relay = await start_relay(cfg.with_keys(listen=dict(allow=(ip_network("10.0.0.0/8"),))))
     caplog.set_level(logging.INFO, logger="relay")
     for _ in range(50):
         c = await Client.connect(relay.port)

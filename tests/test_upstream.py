@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from conftest import Sink, free_port, make_message
 
+from relay.config import Upstream
 from relay.outcomes import ACCEPTED, PERMFAIL, TEMPFAIL
 from relay.upstream import UpstreamPool
 
@@ -13,7 +14,7 @@ A, B = "a@example.com", "b@example.com"
 
 async def test_each_recipient_gets_its_outcome_and_the_connection_is_kept(sink: Sink) -> None:
     sink.rcpt_replies[B] = "550 5.1.1 <b@example.com>: no such user"
-    pool = UpstreamPool("127.0.0.1", sink.port, 1, 5.0, "relay.test")
+    pool = UpstreamPool(Upstream(port=sink.port, concurrency=1, timeout=5.0), "relay.test")
     try:
         data = make_message(to=A)
         got = await pool.send("boss@example.com", [A, B], data)
@@ -31,7 +32,7 @@ async def test_each_recipient_gets_its_outcome_and_the_connection_is_kept(sink: 
 
 
 async def test_a_connection_lost_mid_data_is_temporary_and_replaced(sink: Sink) -> None:
-    pool = UpstreamPool("127.0.0.1", sink.port, 1, 5.0, "relay.test")
+    pool = UpstreamPool(Upstream(port=sink.port, concurrency=1, timeout=5.0), "relay.test")
     try:
         sink.drop_after = 0
         got = await pool.send("boss@example.com", [A], make_message(to=A))
@@ -46,7 +47,7 @@ async def test_a_connection_lost_mid_data_is_temporary_and_replaced(sink: Sink) 
 
 async def test_an_upstream_that_is_down_is_a_temporary_failure() -> None:
     port = free_port()  # nothing listens there
-    pool = UpstreamPool("127.0.0.1", port, 2, 5.0, "relay.test")
+    pool = UpstreamPool(Upstream(port=port, concurrency=2, timeout=5.0), "relay.test")
     try:
         got = await pool.send("boss@example.com", [A, B], make_message(to=A))
         assert {o.state for o in got.values()} == {TEMPFAIL}
