@@ -36,20 +36,6 @@ async def test_ordinary_mail_is_byte_identical(relay, sink: Sink) -> None:
     assert "BODY=8BITMIME" in m.mail_options
 
 
-async def test_null_sender_and_source_route(relay, sink: Sink) -> None:
-    data = make_message(to="bob@example.com")
-    c = await Client.connect(relay.port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    assert (await c.cmd("MAIL FROM:<>")).startswith("250")
-    assert (await c.cmd("RCPT TO:<@hop.example,@hop2.example:bob@example.com>")).startswith("250")
-    assert (await c.cmd("DATA")).startswith("354")
-    assert (await c.cmd(data + b".")).startswith("250")
-    await c.close()
-    assert sink.messages[0].mail_from == "<>"
-    assert sink.messages[0].rcpt_tos == ["bob@example.com"]  # the route is dropped
-
-
 async def test_smtputf8_and_8bitmime_end_to_end(relay, sink: Sink) -> None:
     data = make_message(to="jürgen@exämple.de", subject="Grüße")
     reply = await smtp_send(relay.port, "zoë@example.com", ["jürgen@exämple.de"], data,
@@ -59,62 +45,6 @@ async def test_smtputf8_and_8bitmime_end_to_end(relay, sink: Sink) -> None:
     assert m.mail_from == "zoë@example.com" and m.rcpt_tos == ["jürgen@exämple.de"]
     assert set(m.mail_options) >= {"BODY=8BITMIME", "SMTPUTF8"}
     assert m.data == data
-
-
-async def test_utf8_address_needs_smtputf8(relay, sink: Sink) -> None:
-    reply = await smtp_send(relay.port, "a@example.com", ["jürgen@exämple.de"], b"x\r\n")
-    assert reply.startswith("553 5.6.7")
-    reply = await smtp_send(relay.port, "zoë@example.com", ["b@example.com"], b"x\r\n")
-    assert reply.startswith("553 5.6.7")
-    assert sink.messages == []
-
-
-async def test_client_outside_allow_is_refused_at_connect(cfg: Config, start_relay: StartRelay,
-                                                          sink: Sink) -> None:
-    from ipaddress import ip_network
-
-    relay = await start_relay(cfg.with_keys(listen=dict(allow=(ip_network("10.0.0.0/8"),))))
-    c = await Client.connect(relay.port)
-    greeting = await c.reply()
-    assert greeting.startswith("554 5.7.1")
-    assert await c.reader.read() == b""  # and the connection is closed
-    await c.close()
-    assert sink.messages == []
-
-
-@pytest.mark.parametrize("rcpt,code", [
-    ("a%b@example.net", "553 5.7.1"),
-    ("b!a@example.net", "553 5.7.1"),
-    ('"a@b"@example.net', "553 5.7.1"),
-    ("a@[192.0.2.1]", "550 5.7.1"),
-    ("@example.net", "553 5.1.3"),
-    ("a(x)@example.net", "553 5.1.3"),
-    ("x" * 65 + "@example.net", "553 5.1.3"),
-    ("a, b@example.net", "553"),
-    ("outsider@other.example", "550 5.7.1"),
-])
-async def test_open_relay_forms_are_refused(cfg: Config, start_relay: StartRelay, sink: Sink,
-                                            rcpt: str, code: str) -> None:
-    relay = await start_relay(cfg.with_keys(listen=dict(domains=("example.net",))))
-    c = await Client.connect(relay.port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("250")
-    reply = await c.cmd(f"RCPT TO:<{rcpt}>")
-    assert reply.startswith(code), reply
-    assert (await c.cmd("RCPT TO:<ok@example.net>")).startswith("250")
-    await c.close()
-
-
-async def test_malformed_paths(relay, sink: Sink) -> None:
-    c = await Client.connect(relay.port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    assert (await c.cmd("MAIL FROM:<a@example.com")).startswith("553")
-    assert (await c.cmd("MAIL FROM:<a%b@example.com>")).startswith("553 5.7.1")
-    assert (await c.cmd("MAIL FROM:<a@example.com>")).startswith("250")
-    assert (await c.cmd("RCPT TO:<@-bad-:x@example.com>")).startswith("553")
-    await c.close()
 
 
 async def test_size_limit(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
@@ -129,42 +59,6 @@ async def test_size_limit(cfg: Config, start_relay: StartRelay, sink: Sink) -> N
     small = make_message(to="b@example.com", body="short")
     assert (await smtp_send(relay.port, "a@example.com", ["b@example.com"], small)
             ).startswith("250")
-
-
-async def test_too_many_recipients(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(cfg.with_keys(listen=dict(max_recipients=3),
-                                            policy=dict(min_recipients=0)))
-    c = await Client.connect(relay.port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    await c.cmd("MAIL FROM:<a@example.com>")
-    for i in range(3):
-        assert (await c.cmd(f"RCPT TO:<r{i}@example.com>")).startswith("250")
-    assert (await c.cmd("RCPT TO:<r9@example.com>")).startswith("452 4.5.3")
-    await c.cmd("DATA")
-    assert (await c.cmd(make_message(to="x@example.com") + b".")).startswith("250")
-    await c.close()
-    assert sink.messages[0].rcpt_tos == ["r0@example.com", "r1@example.com", "r2@example.com"]
-
-
-async def test_bare_lf_is_normalised_and_never_smuggles(relay, sink: Sink) -> None:
-    c = await Client.connect(relay.port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    await c.cmd("MAIL FROM:<a@example.com>")
-    await c.cmd("RCPT TO:<b@example.com>")
-    await c.cmd("DATA")
-    payload = (b"Subject: smuggle\r\nTo: b@example.com\r\n\r\nline one\n.\nMAIL FROM:<evil@x>\n"
-               b"RCPT TO:<victim@example.com>\nDATA\nevil\r.\rmore\r\n")
-    reply = await c.cmd(payload + b".")
-    assert reply.startswith("250")
-    await c.close()
-    assert len(sink.messages) == 1
-    m = sink.messages[0]
-    assert m.rcpt_tos == ["b@example.com"]
-    assert m.data == (b"Subject: smuggle\r\nTo: b@example.com\r\n\r\nline one\r\n.\r\n"
-                      b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
-                      b"evil\r\n.\r\nmore\r\n")
 
 
 async def test_upstream_down_gives_451(base_cfg: Config, start_relay: StartRelay) -> None:
@@ -206,14 +100,6 @@ async def test_startup_errors_are_one_line(base_cfg: Config, start_relay: StartR
             await start_relay(base_cfg.with_keys(listen=dict(port=blocker.port)))
     finally:
         await blocker.close()
-
-
-async def test_handle_exception_answers_451(relay, sink: Sink) -> None:
-    from relay.handler import Handler
-
-    assert relay.handler is not None
-    assert (await Handler.handle_exception(relay.handler, RuntimeError("boom"))).startswith(
-        "451 4.3.0")
 
 
 async def test_aiosmtplib_client_roundtrip(relay, sink: Sink) -> None:
@@ -537,71 +423,6 @@ async def test_password_hashing_does_not_block_other_sessions(
     await other.close()
 
 
-async def test_connection_limits(cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
-    relay = await start_relay(cfg.with_keys(listen=dict(max_connections=6,
-                                                        max_connections_per_client=3)))
-    held = []
-    for _ in range(3):
-        c = await Client.connect(relay.port)
-        assert (await c.reply()).startswith("220")
-        held.append(c)
-    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
-    c = Client(r, w)
-    assert (await c.reply()).startswith("421 4.7.0 too many connections from your address")
-    assert await r.read() == b""
-    await c.close()
-    for i in range(3):  # other clients still get in, up to the global limit
-        r, w = await asyncio.open_connection("127.0.0.1", relay.port,
-                                             local_addr=(f"127.0.0.{i + 2}", 0))
-        c = Client(r, w)
-        assert (await c.reply()).startswith("220")
-        held.append(c)
-    r, w = await asyncio.open_connection("127.0.0.1", relay.port, local_addr=("127.0.0.9", 0))
-    c = Client(r, w)
-    assert (await c.reply()).startswith("421 4.7.0 too many connections,")
-    await c.close()
-    for c in held:
-        await c.close()
-    await asyncio.sleep(0.2)
-    assert not relay.handler.per_client  # every count went back to zero
-    reply = await smtp_send(relay.port, "a@example.com", ["b@example.com"],
-                            make_message(to="b@example.com"))
-    assert reply.startswith("250") and len(sink.messages) == 1
-
-
-async def test_refusals_are_logged_at_a_bounded_rate(cfg: Config, start_relay: StartRelay,
-                                                     sink: Sink, caplog) -> None:
-    import logging
-    from ipaddress import ip_network
-
-    relay = await start_relay(cfg.with_keys(listen=dict(allow=(ip_network("10.0.0.0/8"),))))
-    caplog.set_level(logging.INFO, logger="relay")
-    for _ in range(50):
-        c = await Client.connect(relay.port)
-        assert (await c.reply()).startswith("554")
-        await c.close()
-    lines = [r.getMessage() for r in caplog.records if "refused connection" in r.getMessage()]
-    assert lines == ["refused connection from 127.0.0.1 (not in [listen] allow)"]
-    relay.handler.throttle.interval = 0.0  # the minute is over: the next line counts the rest
-    relay.handler.flush_warnings()
-    assert any("49 more" in r.getMessage() for r in caplog.records)
-
-
-async def test_accept_errors_are_one_line_per_interval(relay, caplog) -> None:
-    import errno
-    import logging
-
-    caplog.set_level(logging.INFO)
-    loop = asyncio.get_running_loop()
-    for _ in range(100):
-        loop.call_exception_handler({
-            "message": "socket.accept() out of system resource",
-            "exception": OSError(errno.EMFILE, "Too many open files")})
-    lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].exc_info is None
-    assert lines[0].getMessage() == "socket.accept() out of system resource: Too many open files"
-
-
 def test_aiosmtpd_warnings_are_throttled() -> None:
     import logging
 
@@ -611,17 +432,6 @@ def test_aiosmtpd_warnings_are_throttled() -> None:
     recs = [logging.LogRecord("mail.log", logging.WARNING, __file__, 1, "%r unrecognised: %s",
                               (("127.0.0.1", i), "XYZ"), None) for i in range(100)]
     assert sum(f.filter(r) for r in recs) == 1
-
-
-async def test_smtputf8_address_with_c1_or_bidi_is_refused(relay, sink: Sink) -> None:
-    for rcpt in ("a\u009b31m@example.com", "b\u202eob@example.com"):
-        reply = await smtp_send(relay.port, "a@example.com", [rcpt], b"x\r\n",
-                                mail_options="SMTPUTF8")
-        assert reply.startswith("553 5.1.3"), reply
-    reply = await smtp_send(relay.port, "\u202eb@example.com", ["b@example.com"], b"x\r\n",
-                            mail_options="SMTPUTF8")
-    assert reply.startswith("553 5.1.3"), reply
-    assert sink.messages == []
 
 
 async def test_no_dsn_to_a_list_address_sender(relay, sink: Sink, caplog) -> None:
