@@ -66,6 +66,7 @@ class Config:
     analysis_timeout: float = 20.0  # seconds; a slower analysis leaves the message untouched
 
     db_path: Path = Path("var/relay.db")
+    store_url: str | None = None  # [store] url: a shared PostgreSQL log instead of db_path
     keep_days: int = 730  # retention of the log; 0 = keep everything (relay.operator)
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen: Prometheus + health
     key_file: Path = Path("var/relay.key")
@@ -150,6 +151,13 @@ def _network(value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Ne
         raise ConfigError(f"{where}: {value!r} is not a network (like 127.0.0.0/8)") from None
 
 
+def _store_url(r: _Reader) -> str | None:
+    url = r.get("store", "url", str, None)
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        r.fail("store.url", "expected a postgresql://user@host/database URL")
+    return url
+
+
 def load(path: Path | None) -> Config:
     """Read the config; `path=None` means ./config.toml when present, else built-in defaults."""
     if path is None:
@@ -176,7 +184,7 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
     r.check_keys("upstream", {"host", "port", "concurrency", "timeout", "fanout_budget"})
     r.check_keys("policy", {"lists", "min_recipients", "members", "max_message_bytes",
                             "max_text_bytes", "analysis_timeout"})
-    r.check_keys("store", {"path", "keep_days"})
+    r.check_keys("store", {"path", "url", "keep_days"})
     r.check_keys("metrics", {"listen"})
     r.check_keys("signature", {"key_file", "profile"})
     r.check_keys("decode", {"threshold", "ocr_languages"})
@@ -256,6 +264,7 @@ def from_dict(data: dict[str, Any], source: str = "config", base: Path | None = 
         analysis_timeout=float(positive("policy", "analysis_timeout", NUM, d.analysis_timeout,
                                         1)),
         db_path=r.path("store", "path", d.db_path) or d.db_path,
+        store_url=_store_url(r),
         keep_days=positive("store", "keep_days", int, d.keep_days, 0),
         metrics_listen=metrics_listen,
         key_file=r.path("signature", "key_file", d.key_file) or d.key_file,

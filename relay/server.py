@@ -80,7 +80,7 @@ class Relay:
         self.authenticator = (Authenticator(load_auth_file(cfg.auth_file))
                               if cfg.auth_file is not None else None)
         self.flusher: asyncio.Task[None] | None = None
-        self.store = AsyncStore(cfg.db_path)
+        self.store = AsyncStore(cfg.db_path, cfg.store_url)
         await self.store.open()
         await self.store.prune_deliveries(time.time() - 14 * 86400)
         self.pool = UpstreamPool(cfg.upstream_host, cfg.upstream_port, cfg.concurrency,

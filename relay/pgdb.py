@@ -1,0 +1,114 @@
+"""The shared backend: one PostgreSQL connection through psycopg 3 (libpq), for several relays
+that keep one log.
+
+* The URL is libpq's (`postgresql://user@host:5432/db?sslmode=verify-full`); libpq reads the
+  rest from its usual places: PGPASSWORD, PGPASSFILE or ~/.pgpass for the password, PGSSLMODE,
+  PGSERVICE... A password written into the URL works but is never shown: every name and error
+  line this module makes carries the URL with its password replaced by `***` (`redact`).
+* Autocommit; a write is one `transaction()`. Connect timeout 5 s and a TCP user timeout of 15 s
+  unless the URL says otherwise, so a vanished server makes a call fail instead of hanging.
+* A lost connection fails that call (psycopg.Error, a StoreError for the caller) and the next
+  call connects again (`reset_if_broken`, then `conn`): no reconnect loop, no retry of a write
+  whose fate is unknown; the relay's 451 makes the sender's MTA retry.
+* The schema version is the one row of table `relay_schema`; migrations take an advisory lock,
+  so two relays starting at once do not both migrate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from .storeschema import POSTGRESQL, StoreError, redact
+
+DEFAULTS = {"connect_timeout": "5", "tcp_user_timeout": "15000", "application_name": "relay"}
+SCHEMA_LOCK = 0x72656C6179  # pg_advisory_xact_lock key while migrating ("relay")
+
+
+class PgDb:
+    """One PostgreSQL connection, connected again on the first call after it was lost."""
+
+    dialect = POSTGRESQL
+    Error = psycopg.Error
+
+    def __init__(self, url: str, readonly: bool = False) -> None:
+        self.name = redact(url)
+        try:
+            params: dict[str, Any] = conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            raise StoreError(f"{self.name}: not a PostgreSQL URL") from None
+        self._secret = params.get("password")
+        for k, v in DEFAULTS.items():
+            params.setdefault(k, v)
+        if readonly:  # `relay messages`, `relay check`: beside the running relays, never writes
+            params["options"] = f"{params.get('options', '')} -c default_transaction_read_only=on"
+        self._params = params
+        self._conn: psycopg.Connection | None = None
+        try:
+            self.conn  # noqa: B018 (connect now: a wrong URL or password fails at start)
+        except psycopg.Error as e:
+            raise StoreError(f"{self.name}: cannot open database: {self.describe(e)}") from None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(**self._params, autocommit=True)
+        return self._conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self.conn.execute(self.dialect.sql(sql), list(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        with self.conn.cursor() as cur:
+            cur.executemany(self.dialect.sql(sql), list(rows))
+            return cur.rowcount
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk load (COPY FROM STDIN): `relay migrate`."""
+        with self.conn.cursor() as cur, cur.copy(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    def version(self) -> int:
+        if self.execute("SELECT to_regclass('relay_schema')").fetchone()[0] is None:  # type: ignore[index]
+            return 0
+        row = self.execute("SELECT max(version) FROM relay_schema").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def set_version(self, version: int) -> None:
+        self.execute("CREATE TABLE IF NOT EXISTS relay_schema (version INTEGER NOT NULL)")
+        self.execute("DELETE FROM relay_schema")
+        self.execute("INSERT INTO relay_schema (version) VALUES (?)", [version])
+
+    def lock_schema(self) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
+
+    def scrub(self, before: bool) -> None:
+        """PostgreSQL has no secure_delete: a purged row's bytes stay in the table's files until
+        VACUUM reuses the space (README, PostgreSQL)."""
+
+    def describe(self, e: BaseException) -> str:
+        """One line, never the password."""
+        text = " ".join(str(e).split()) or e.__class__.__name__
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def reset_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.broken or self._conn.closed):
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
