@@ -18,6 +18,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.config import Config
 
+# pg_server (a private PostgreSQL cluster) and backend (a test on SQLite and on PostgreSQL)
+from pgserver import backend, pg_server  # noqa: E402, F401
+
 # --- required external tools ------------------------------------------------------------------
 
 INSTALL = "bash .ci/install-system-deps"
