@@ -40,7 +40,8 @@ def write_config(cfg: Config, path: Path, listen_port: int, **extra: str) -> Pat
         "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.hostname}"',
         "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream_port}',
         "policy": 'lists = ["all-staff@example.com"]',
-        "store": f'path = "{cfg.db_path}"',
+        "store": f'path = "{cfg.db_path}"' + (f'\nurl = "{cfg.store_url}"' if cfg.store_url
+                                                else ""),
         "signature": f'key_file = "{cfg.key_file}"',
     }
     for k, v in extra.items():

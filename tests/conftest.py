@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay.config import Config
-
 # pg_server (a private PostgreSQL cluster) and backend (a test on SQLite and on PostgreSQL)
 from pgserver import backend, pg_server  # noqa: E402, F401
+
+from relay.config import Config
 
 # --- required external tools ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,10 +143,16 @@ class Backend:
     def config(self, cfg: Config) -> Config:
         return replace(cfg, store_url=self.url)
 
-    def store(self, path: Path) -> object:
+    def store(self, path: Path) -> Any:
         from relay.store import Store
 
         return Store(path, url=self.url)
+
+    def another(self) -> Backend:
+        """A second, empty log on the same backend."""
+        if self.server is None:
+            return self
+        return replace(self, url=self.server.url(self.server.new_database()))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
