@@ -2,8 +2,8 @@
 
 * the pure core loads no I/O library: each core module is imported in a fresh interpreter, and
   none of asyncio, socket, sqlite3, sqlite_utils, psycopg, aiosmtpd, aiosmtplib may be imported
-  by it or by anything it imports, save socket by the standard library's email.utils (which wants the host
-  name for make_msgid; no relay code uses it);
+  by it or by anything it imports, save socket by the standard library's email.utils (which
+  wants the host name for make_msgid; no relay code uses it);
 * no module in relay/ grows past MAX_LINES, and only the ones issue 12 still tracks are over 400.
 """
 
