@@ -206,6 +206,8 @@ BAD = [
     ("[policy]\nmin_recipients = 2.5\n", "policy.min_recipients"),
     ("[policy.members]\n'a@b.c' = 5\n", "policy.members"),
     ("[store]\npath = 5\n", "store.path"),
+    ("[store]\nurl = 'mysql://u:pw@h/db'\n", "store.url"),
+    ("[store]\nurl = 5\n", "store.url"),
     ("[signature]\nkey_file = ['a']\n", "signature.key_file"),
     ("[signature]\nprofile = 'loud'\n", "signature.profile"),
     ("[signature]\nprofile = 1\n", "signature.profile"),
@@ -316,3 +318,14 @@ def test_operations_keys_errors_name_the_key(tmp_path: Path, text: str, key: str
     f.write_text(text)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(f)
+
+
+def test_store_url_selects_postgresql_and_a_bad_one_is_not_echoed() -> None:
+    from relay.config import ConfigError, from_dict
+
+    cfg = from_dict({"store": {"url": "postgresql://relay@db.example.com/relay"}})
+    assert cfg.store_url == "postgresql://relay@db.example.com/relay"
+    assert from_dict({}).store_url is None  # the embedded SQLite log by default
+    with pytest.raises(ConfigError) as e:
+        from_dict({"store": {"url": "mysql://relay:hunter2@db/relay"}})
+    assert "hunter2" not in str(e.value)
