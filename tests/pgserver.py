@@ -65,7 +65,12 @@ class PgServer:
                 raise RuntimeError("running as root and no `postgres` user to run initdb as "
                                    f"({INSTALL})") from None
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
+            runuser = (shutil.which("runuser")
+                       or shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin"))
+            if runuser is None:
+                raise RuntimeError("running as root and no runuser (util-linux) to run "
+                                   "initdb as `postgres`")
+            self.as_user = [runuser, "-u", "postgres", "--"]
         self._names = itertools.count(1)
 
     def _run(self, *args: str) -> None:
@@ -119,11 +124,14 @@ class PgServer:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    from conftest import free_port, require_tool
+    from conftest import free_port
 
     found = bindir()
-    require_tool("initdb", str(found / "initdb") if found else None, install=INSTALL)
-    assert found is not None
+    if found is None:  # as conftest.require_tool: skipped on a laptop, a failure in CI
+        why = f"PostgreSQL server binaries (initdb, pg_ctl) not installed ({INSTALL})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and a required tool is missing: {why}", pytrace=False)
+        pytest.skip(why)
     server = PgServer(found, free_port())
     try:
         server.init()
