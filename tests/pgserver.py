@@ -52,9 +52,10 @@ def bindir() -> Path | None:
 class PgServer:
     """One cluster; `url(db)` for the relay, `stop()`/`start()` for outage tests."""
 
-    def __init__(self, bin_dir: Path, port: int) -> None:
+    def __init__(self, bin_dir: Path, port: int, durable: bool = False) -> None:
         self.bin = bin_dir
         self.port = port
+        self.durable = durable  # fsync on (bench/store_backends.py); off for the tests
         self.dir = Path(tempfile.mkdtemp(prefix="relay-pg-"))
         self.data = self.dir / "data"
         self.as_user: list[str] = []
@@ -91,8 +92,9 @@ class PgServer:
         self.start()
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                "-c max_connections=200 -c fsync=off -c full_page_writes=off")
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            opts += " -c fsync=off -c full_page_writes=off"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.dir / "server.log"), "-w", "-t", "60", "-o", opts, "start")
 
