@@ -96,7 +96,11 @@ class PgDb:
             yield
 
     def version(self) -> int:
-        if self.execute("SELECT to_regclass('relay_schema')").fetchone()[0] is None:  # type: ignore[index]
+        # pg_class read as a table (a fresh snapshot), not to_regclass (a cached catalog
+        # lookup that can miss a table another relay's migration just committed)
+        if not self.execute("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                            "ON n.oid = c.relnamespace WHERE c.relname = 'relay_schema' "
+                            "AND n.nspname = current_schema()").fetchone():
             return 0
         row = self.execute("SELECT max(version) FROM relay_schema").fetchone()
         return int(row[0] or 0) if row else 0

@@ -327,3 +327,31 @@ def test_schema_from_a_newer_relay_is_refused_on_postgresql(pg: tuple[PgServer, 
     s.close()
     with pytest.raises(StoreError, match="newer than this relay"):
         Store(url=url)
+
+
+def test_two_relays_starting_at_once_migrate_once(pg: tuple[PgServer, str]) -> None:
+    """Both open an empty database at the same moment: one creates the tables, the other
+    waits on the advisory lock and finds them there."""
+    import threading
+
+    _, url = pg
+    go = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        go.wait()
+        try:
+            Store(url=url).close()
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = Store(url=url)
+    assert s.db.version() == len(store_mod.MIGRATIONS)
+    assert s.db.execute("SELECT count(*) FROM relay_schema").fetchone()[0] == 1
+    s.close()
