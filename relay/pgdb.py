@@ -9,7 +9,8 @@ that keep one log.
   unless the URL says otherwise, so a vanished server makes a call fail instead of hanging.
 * A lost connection fails that call (psycopg.Error, a StoreError for the caller) and the next
   call connects again (`reset_if_broken`, then `conn`): no reconnect loop, no retry of a write
-  whose fate is unknown; the relay's 451 makes the sender's MTA retry.
+  whose fate is unknown; the relay's 451 makes the sender's MTA retry. A connection idle for
+  10 s is pinged before use, so a database restarted while the relay was idle costs no 451.
 * The schema version is the one row of table `relay_schema`; migrations take an advisory lock,
   so two relays starting at once do not both migrate.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ from .storeschema import POSTGRESQL, StoreError, redact
 
 DEFAULTS = {"connect_timeout": "5", "tcp_user_timeout": "15000", "application_name": "relay"}
 SCHEMA_LOCK = 0x72656C6179  # pg_advisory_xact_lock key while migrating ("relay")
+IDLE_CHECK = 10.0  # seconds idle after which the connection is pinged before use
 MANY_ROWS = 1000  # rows per multi-row INSERT (executemany)
 _VALUES = re.compile(r"\bVALUES\s*(\([^()]*\))", re.IGNORECASE)
 
@@ -51,6 +54,8 @@ class PgDb:
             params["options"] = f"{params.get('options', '')} -c default_transaction_read_only=on"
         self._params = params
         self._conn: psycopg.Connection | None = None
+        self._used = 0.0  # time.monotonic() of the last use
+        self._in_tx = False
         try:
             self.conn  # noqa: B018 (connect now: a wrong URL or password fails at start)
         except psycopg.Error as e:
@@ -58,9 +63,23 @@ class PgDb:
 
     @property
     def conn(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(**self._params, autocommit=True)
-        return self._conn
+        """The connection; a new one if it was lost. Idle for IDLE_CHECK seconds, it is pinged
+        first, so the first mail after a database restart does not pay for finding out. Never
+        replaced inside a transaction (the rest would run outside it): that call fails."""
+        c = self._conn
+        if self._in_tx:
+            if c is None or c.closed:
+                raise psycopg.OperationalError("connection lost in a transaction")
+            return c
+        if c is not None and not c.closed and time.monotonic() - self._used > IDLE_CHECK:
+            try:
+                c.execute("SELECT 1")
+            except psycopg.Error:
+                c.close()
+        if c is None or c.closed:
+            self._conn = c = psycopg.connect(**self._params, autocommit=True)
+        self._used = time.monotonic()
+        return c
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(self.dialect.sql(sql), list(params))
@@ -93,7 +112,11 @@ class PgDb:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         with self.conn.transaction():
-            yield
+            self._in_tx = True
+            try:
+                yield
+            finally:
+                self._in_tx = False
 
     def version(self) -> int:
         # pg_class read as a table (a fresh snapshot), not to_regclass (a cached catalog

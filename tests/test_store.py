@@ -255,8 +255,12 @@ def pg(pg_server: PgServer) -> Iterator[tuple[PgServer, str]]:
     yield pg_server, pg_server.url(pg_server.new_database())
 
 
-def test_lost_connection_fails_that_call_and_the_next_reconnects(pg: tuple[PgServer, str]) -> None:
+def test_lost_connection_fails_that_call_and_the_next_reconnects(
+        pg: tuple[PgServer, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay import pgdb
+
     server, url = pg
+    monkeypatch.setattr(pgdb, "IDLE_CHECK", 1e9)  # no ping: the call meets the loss
     s = Store(url=url)
     record(s, "i1")
     pid = s.db.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -354,4 +358,22 @@ def test_two_relays_starting_at_once_migrate_once(pg: tuple[PgServer, str]) -> N
     s = Store(url=url)
     assert s.db.version() == len(store_mod.MIGRATIONS)
     assert s.db.execute("SELECT count(*) FROM relay_schema").fetchone()[0] == 1
+    s.close()
+
+
+def test_idle_connection_lost_meanwhile_costs_no_failure(pg: tuple[PgServer, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database restarted while the relay was idle: the connection is pinged before use
+    and replaced, so the first call after it succeeds (no 451 for the next all-staff mail)."""
+    from relay import pgdb
+
+    server, url = pg
+    s = Store(url=url)
+    record(s, "i1")
+    pid = s.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with server.admin() as admin:  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    monkeypatch.setattr(pgdb, "IDLE_CHECK", 0.0)  # as if idle for longer than the check
+    s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok")])
+    assert s.copy_details("i1") == {"a@example.com": (ACCEPTED, "250 ok")}
     s.close()
