@@ -128,7 +128,7 @@ class Purged:
 def purge(store: Store, before: float) -> Purged:
     """Delete what was logged before `before` (epoch seconds), in one transaction."""
     db = store.db
-    with store._guard("purge"):
+    with store.guard("purge"):
         db.scrub(before=True)
         with db.transaction():
             old = db.execute("SELECT identity, created_at, subject, message_id FROM messages "

@@ -66,11 +66,11 @@ class Store:
         self.path = path
         self.db = open_db(path, url, create=create)
         self.name = self.db.name  # the file, or the URL with its password redacted
-        with self._guard("open database"):
+        with self.guard("open database"):
             self._migrate()
 
     @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def guard(self, what: str) -> Iterator[None]:
         """Any database error inside: StoreError '<db>: cannot <what>: <one line>'; a lost
         connection is dropped, so the next call connects again."""
         try:
@@ -107,7 +107,7 @@ class Store:
         part; written only by the transaction that inserted the message."""
         db = self.db
         carriers = sum(sum(1 for c in d[3] if c) for d in documents)
-        with self._guard("record message"), db.transaction():
+        with self.guard("record message"), db.transaction():
             inserted = db.execute(
                 "INSERT INTO messages (identity, key_id, word_rate, block, block_cut, "
                 "carrier_rules, code_version, sender, message_id, subject, date, size, "
@@ -133,7 +133,7 @@ class Store:
         """Durably record copies' (recipient, state, reply) before returning: one transaction,
         one fsync (committed together: group commit for a busy fan-out)."""
         now = time.time()
-        with self._guard("record copy"), self.db.transaction():
+        with self.guard("record copy"), self.db.transaction():
             self.db.executemany(
                 "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (identity, recipient) DO UPDATE SET "
@@ -146,7 +146,7 @@ class Store:
         """(key_id, scheme.Scheme) a logged message was signed with; None if not logged yet. A
         retry must make its copies with these, even after a key rotation, a profile change or
         an upgrade, and a decode reads them the same way."""
-        with self._guard("read messages"):
+        with self.guard("read messages"):
             row = self.db.execute("SELECT key_id, code_version, word_rate, block, block_cut, "
                                   "carrier_rules FROM messages WHERE identity = ?",
                                   [identity]).fetchone()
@@ -156,7 +156,7 @@ class Store:
         """Note every recipient a copy is about to be made for (state pending) in one
         transaction; rows already there keep their state."""
         now = time.time()
-        with self._guard("record copies"), self.db.transaction():
+        with self.guard("record copies"), self.db.transaction():
             self.db.executemany(
                 "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
                 "VALUES (?, ?, ?, NULL, 0, ?) ON CONFLICT (identity, recipient) DO NOTHING",
@@ -164,14 +164,14 @@ class Store:
 
     def copy_details(self, identity: str) -> dict[str, tuple[str, str | None]]:
         """recipient -> (state, last upstream reply) for every copy of a message."""
-        with self._guard("read copies"):
+        with self.guard("read copies"):
             rows = self.db.execute("SELECT recipient, state, reply FROM copies "
                                    "WHERE identity = ?", [identity]).fetchall()
         return {r: (st, rep) for r, st, rep in rows}
 
     def delivery_states(self, identity: str) -> dict[str, tuple[str, str | None]]:
         """recipient -> (state, reply) of an ordinary message delivered in part before."""
-        with self._guard("read deliveries"):
+        with self.guard("read deliveries"):
             rows = self.db.execute("SELECT recipient, state, reply FROM deliveries "
                                    "WHERE identity = ?", [identity]).fetchall()
         return {r: (st, rep) for r, st, rep in rows}
@@ -180,7 +180,7 @@ class Store:
                             outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """Durably record (recipient, state, reply) of an ordinary message, one transaction."""
         now = time.time()
-        with self._guard("record delivery"), self.db.transaction():
+        with self.guard("record delivery"), self.db.transaction():
             self.db.executemany(
                 "INSERT INTO deliveries (identity, recipient, state, reply, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity, recipient) DO UPDATE SET "
@@ -190,20 +190,20 @@ class Store:
 
     def prune_deliveries(self, older_than: float) -> int:
         """Forget ordinary-mail outcomes not touched since `older_than` (epoch seconds)."""
-        with self._guard("prune deliveries"), self.db.transaction():
+        with self.guard("prune deliveries"), self.db.transaction():
             return self.db.execute("DELETE FROM deliveries WHERE updated_at < ?",
                                    [older_than]).rowcount
 
     def notice_state(self, identity: str) -> str | None:
         """State of the delivery status notification for a message: None (not sent yet),
         'accepted' or 'permfail' (the sender's address refused it)."""
-        with self._guard("read notices"):
+        with self.guard("read notices"):
             row = self.db.execute("SELECT state FROM notices WHERE identity = ?",
                                   [identity]).fetchone()
         return None if row is None else row[0]
 
     def set_notice_state(self, identity: str, state: str, reply: str | None = None) -> None:
-        with self._guard("record notice"), self.db.transaction():
+        with self.guard("record notice"), self.db.transaction():
             self.db.execute(
                 "INSERT INTO notices (identity, state, reply, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (identity) DO UPDATE SET state = excluded.state, "
@@ -218,7 +218,7 @@ class Store:
             return []
         uniq = list(set(hashes))
         counts: dict[int, int] = {}
-        with self._guard("read shingles"):
+        with self.guard("read shingles"):
             for i in range(0, len(uniq), 500):
                 chunk = uniq[i:i + 500]
                 marks = ",".join("?" * len(chunk))
@@ -229,20 +229,20 @@ class Store:
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
     def document(self, doc_id: int) -> DocumentRow:
-        with self._guard("read documents"):
+        with self.guard("read documents"):
             row = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
                                   "FROM documents WHERE id = ?", [doc_id]).fetchone()
         return _document(row)
 
     def documents_of(self, identity: str) -> list[DocumentRow]:
-        with self._guard("read documents"):
+        with self.guard("read documents"):
             rows = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
                                    "FROM documents WHERE identity = ? ORDER BY id",
                                    [identity]).fetchall()
         return [_document(r) for r in rows]
 
     def message(self, identity: str) -> dict:
-        with self._guard("read messages"):
+        with self.guard("read messages"):
             cur = self.db.execute("SELECT * FROM messages WHERE identity = ?", [identity])
             row = cur.fetchone()
             if row is None:
@@ -252,7 +252,7 @@ class Store:
     def recipients(self, identity: str) -> list[str]:
         """Every recipient a copy was made for (whatever its delivery state), in code point
         order on both backends (a PostgreSQL collation would sort otherwise)."""
-        with self._guard("read copies"):
+        with self.guard("read copies"):
             rows = self.db.execute("SELECT recipient FROM copies WHERE identity = ?",
                                    [identity]).fetchall()
         return sorted(r[0] for r in rows)

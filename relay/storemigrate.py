@@ -45,7 +45,7 @@ def migrate(path: Path, url: str) -> Migrated:
 
 def _copy(src: Store, dst: Store) -> Migrated:
     pg = dst.db
-    with dst._guard("migrate"):
+    with dst.guard("migrate"):
         held = pg.execute("SELECT count(*) FROM messages").fetchone()[0]
         if held:
             raise StoreError(f"{dst.name}: already holds {held} message(s); migrate only into "
