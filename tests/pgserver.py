@@ -118,10 +118,10 @@ class PgServer:
 
     def destroy(self) -> None:
         try:
-            self.stop("immediate")
-        except RuntimeError:
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+            if (self.data / "postmaster.pid").exists():
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
