@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from .outcomes import Outcome
 from .scheme import Scheme
-from .store import Store, StoreError
+from .store import Store, StoreError, open_store
+from .storeschema import redact
 
 T = TypeVar("T")
 
@@ -22,8 +23,10 @@ class AsyncStore:
     """The Store used from one dedicated thread (sqlite connections belong to their thread;
     fsyncs must not block the event loop). Copy outcomes are group-committed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
+        self.url = url  # [store] url: PostgreSQL instead of the SQLite file `path`
+        self.name = redact(url) if url else str(path)  # for messages: never a password
         self._ex = ThreadPoolExecutor(1, thread_name_prefix="relay-store")
         self._store: Store | None = None
         self._batch: list[tuple[str, str, Outcome, asyncio.Future[None]]] = []
@@ -31,13 +34,14 @@ class AsyncStore:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._store = await loop.run_in_executor(self._ex, Store, self.path)
+        self._store = await loop.run_in_executor(self._ex,
+                                                 lambda: open_store(self.path, self.url))
 
     async def run(self, fn: Callable[[Store], T]) -> T:
         """Run fn(store) in the store thread (the methods below; maintenance, tests)."""
         store = self._store
         if store is None:
-            raise StoreError(f"{self.path}: database is not open")
+            raise StoreError(f"{self.name}: database is not open")
         return await asyncio.get_running_loop().run_in_executor(self._ex, fn, store)
 
     # one method per store operation the relay uses (relay.store.Store has the details)
@@ -99,7 +103,7 @@ class AsyncStore:
 
         def commit() -> None:
             if store is None:
-                raise StoreError(f"{self.path}: database is not open")
+                raise StoreError(f"{self.name}: database is not open")
             for identity, rows in by_id.items():
                 store.set_copy_states(identity, rows)
 
@@ -110,10 +114,10 @@ class AsyncStore:
                    f: asyncio.Future[None]) -> None:
         err: BaseException | None = None
         if f.cancelled():
-            err = StoreError(f"{self.path}: commit cancelled")
+            err = StoreError(f"{self.name}: commit cancelled")
         elif f.exception() is not None:
             e = f.exception()
-            err = e if isinstance(e, StoreError) else StoreError(f"{self.path}: {e}")
+            err = e if isinstance(e, StoreError) else StoreError(f"{self.name}: {e}")
         for *_, fut in batch:  # never leave a waiter hanging
             if not fut.done():
                 if err is None:

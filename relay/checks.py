@@ -11,7 +11,6 @@ import contextlib
 import os
 import smtplib
 import socket
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +60,8 @@ def check_key(signature: Signature) -> Finding:
 
 def check_database(store: StoreConfig, policy: Policy) -> list[Finding]:
     path = store.path
+    if store.url:
+        return _check_log(store, policy, [], None)
     if not path.exists():
         if _writable_dir(path) is None:
             return [Finding(PROBLEM, "database", f"{path}: missing, and serve cannot create "
@@ -74,12 +75,18 @@ def check_database(store: StoreConfig, policy: Policy) -> list[Finding]:
     if not os.access(path, os.R_OK | os.W_OK):
         out.append(Finding(PROBLEM, "database", f"{path}: not readable and writable by this "
                            "user (run check as the relay's user)"))
+    return _check_log(store, policy, out, f", mode {_mode(path):04o}")
+
+
+def _check_log(store: StoreConfig, policy: Policy, out: list[Finding],
+               mode: str | None) -> list[Finding]:
+    """What the log holds (either backend), read-only."""
     try:
-        conn = open_readonly(path)
+        conn = open_readonly(store.path, store.url)
     except StoreError as e:
         return [*out, Finding(PROBLEM, "database", str(e))]
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = conn.version()
         n, oldest = conn.execute("SELECT count(*), min(created_at) FROM messages").fetchone()
         lists = sorted({a.lower() for a in policy.lists} - {a.lower() for a in policy.members})
         unexpanded = []
@@ -90,16 +97,17 @@ def check_database(store: StoreConfig, policy: Policy) -> list[Finding]:
                 "JOIN messages m ON m.identity = c.identity "
                 f"WHERE lower(c.recipient) IN ({marks}) GROUP BY lower(c.recipient)",
                 lists).fetchall()
-    except sqlite3.Error as e:
-        return [*out, Finding(PROBLEM, "database", f"{path}: cannot read: {e}")]
+    except conn.Error as e:
+        return [*out, Finding(PROBLEM, "database", f"{conn.name}: cannot read: "
+                              f"{conn.describe(e)}")]
     finally:
         conn.close()
     schema = (f"schema {version}" if version == len(MIGRATIONS)
               else f"schema {version}, upgraded to {len(MIGRATIONS)} when serve starts")
     since = f", oldest logged {iso(oldest)}" if oldest is not None else ""
     keep = (f"keep_days {store.keep_days}" if store.keep_days else "keep_days 0 (kept forever)")
-    out.append(Finding(OK, "database", f"{path}: {schema}, {n} message(s){since}, "
-                       f"mode {_mode(path):04o}, {keep}"))
+    out.append(Finding(OK, "database", f"{conn.name}: {schema}, {n} message(s){since}"
+                       f"{mode or ''}, {keep}"))
     for addr, count, last in unexpanded:
         out.append(Finding(WARN, "policy", f"list address <{addr}> arrived unexpanded in {count} "
                            f"message(s), last {iso(last)}: every member got the same copy; "

@@ -1,5 +1,6 @@
 """Command line: `relay serve`, `relay decode`, `relay rotate-key`; the operator commands
-`relay messages`, `relay purge` (relay.operator), `relay check` (relay.checks).
+`relay messages`, `relay purge` (relay.operator), `relay check` (relay.checks), `relay migrate`
+(relay.storemigrate).
 
 User-caused problems are relay.errors.RelayError: main() prints its one line on stderr and exits
 with its exit_status, 2 (usage, config, missing input) or 1 (cannot run: database unreadable, OCR
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -82,6 +84,9 @@ def _operator_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-upstream", action="store_true",
                    help="skip the upstream EHLO probe (systemd ExecStartPre before the MTA)")
     c.add_argument("--json", action="store_true", help="the findings as one JSON array")
+    t = sub.add_parser("migrate", help="copy the SQLite log into a PostgreSQL database")
+    t.add_argument("--config", type=Path)
+    t.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/database")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -236,7 +241,7 @@ def _escaped(value: Any) -> Any:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from .decoding import decode
-    from .store import Store
+    from .store import open_store
 
     cfg = _load(args)
     decoded_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -249,7 +254,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     for name in names:
         image = args.image or Path(name).suffix.lower() in IMAGE_SUFFIXES
         inputs.append((name, _read_input(name, image), image))
-    store = Store(cfg.store.path, create=False)  # StoreError, KeyFileError: exit 1
+    store = open_store(cfg.store.path, cfg.store.url, create=False)  # StoreError etc.: exit 1
     keyring = keys.load(cfg.signature.key_file)
     sources: list | None = [] if args.report is not None else None
     langs = cfg.decode.ocr_languages
@@ -261,7 +266,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         from .sheetinputs import Custody
 
         _write_sheet(args.report, render(result, sources, Custody(
-            __version__, str(Path(cfg.store.path).resolve()), decoded_at)))
+            __version__, store.name if cfg.store.url else str(Path(cfg.store.path).resolve()),
+            decoded_at)))
     if args.json:
         print(escape_json(json.dumps(rep, ensure_ascii=False)))
     else:
@@ -296,7 +302,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
     from . import operator
 
     since = _date(args.since, "--since", "messages") if args.since else None
-    rows = operator.list_messages(_load(args).store.path, since)
+    cfg = _load(args)
+    rows = operator.list_messages(cfg.store.path, since, cfg.store.url)
     if args.json:
         print(json.dumps(operator.messages_json(rows), ensure_ascii=False))
     else:
@@ -325,6 +332,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(f.level == checks.PROBLEM for f in findings) else 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import storemigrate
+
+    if not args.to.startswith(("postgresql://", "postgres://")):
+        raise UsageError("relay migrate: --to: expected a postgresql://user@host/database URL")
+    cfg = _load(args)
+    if cfg.store.url:
+        raise UsageError(f"relay migrate: {cfg.source} already sets [store] url; migrate "
+                         "copies the SQLite log named by [store] path")
+    sys.stdout.write(storemigrate.render(storemigrate.migrate(cfg.store.path, args.to)))
+    return 0
+
+
 def error_line(e: RelayError) -> str:
     """The one stderr line: prefixed "relay: " unless it already names the command
     ("relay decode: ...")."""
@@ -336,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"serve": cmd_serve, "decode": cmd_decode, "rotate-key": cmd_rotate,
-                "messages": cmd_messages, "purge": cmd_purge, "check": cmd_check}[
+                "messages": cmd_messages, "purge": cmd_purge, "check": cmd_check,
+                "migrate": cmd_migrate}[
             args.command](args)
     except RelayError as e:
         print(error_line(e), file=sys.stderr)

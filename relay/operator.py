@@ -1,11 +1,11 @@
 """What an admin runs against the relay's log: `relay messages`, `relay purge`, and the daily
 retention purge of the running relay (`relay check` is relay.checks).
 
-* `messages` reads the log through a read-only SQLite connection (safe beside the running
-  relay, never migrates or creates anything).
+* `messages` reads the log through a read-only connection (SQLite or PostgreSQL: safe beside
+  the running relays, never migrates or creates anything).
 * `purge` deletes every fingerprinted message logged before a date, with its text layout,
-  shingles, copies and notice, and ordinary-mail outcomes older than that; the rows are
-  overwritten on disk (`secure_delete`), since the log names who received what. A leak from a
+  shingles, copies and notice, and ordinary-mail outcomes older than that; on SQLite the rows
+  are overwritten on disk (`secure_delete`), since the log names who received what. A leak from a
   purged message can no longer be decoded: purge lists them.
 """
 
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .config import StoreConfig
-from .store import MIGRATIONS, Store, StoreError
+from .store import MIGRATIONS, Store, StoreError, open_db, open_store
 
 log = logging.getLogger("relay")
 
@@ -42,23 +42,23 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """The log, read-only (safe beside the running relay); StoreError when it is missing, not a
-    relay database, or of a newer schema."""
-    if not path.exists():
-        raise StoreError(f"{path}: database not found")
+def open_readonly(path: Path | None, url: str | None = None) -> Any:
+    """The log, read-only (safe beside the running relays): the SQLite file `path`, or the
+    PostgreSQL database at `url`. StoreError when it is missing, unreachable, not a relay
+    database, or of a newer schema."""
+    db = open_db(path, url, readonly=True)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot open database: {e}") from None
+        version = db.version()
+    except db.Error as e:
+        db.close()
+        raise StoreError(f"{db.name}: cannot open database: {db.describe(e)}") from None
     if version > len(MIGRATIONS):
-        conn.close()
-        raise StoreError(f"{path}: database schema {version} is newer than this relay")
+        db.close()
+        raise StoreError(f"{db.name}: database schema {version} is newer than this relay")
     if version == 0:
-        conn.close()
-        raise StoreError(f"{path}: not a relay database (no schema)")
-    return conn
+        db.close()
+        raise StoreError(f"{db.name}: not a relay database (no schema)")
+    return db
 
 
 # --- relay messages -------------------------------------------------------------------------
@@ -77,21 +77,22 @@ class MessageRow:
     failed: int
 
 
-def list_messages(path: Path, since: float | None = None) -> list[MessageRow]:
+def list_messages(path: Path | None, since: float | None = None,
+                  url: str | None = None) -> list[MessageRow]:
     """The logged fingerprinted messages, newest first, with their copies' states."""
-    conn = open_readonly(path)
+    conn = open_readonly(path, url)
     try:
         rows = conn.execute(
             "SELECT substr(m.identity, 1, 16), m.created_at, m.date, m.sender, m.subject, "
             " m.message_id, count(c.recipient),"
-            " coalesce(sum(c.state = 'accepted'), 0), "
-            " coalesce(sum(c.state IN ('pending', 'tempfail')), 0), "
-            " coalesce(sum(c.state = 'permfail'), 0) "
+            " coalesce(sum(CASE WHEN c.state = 'accepted' THEN 1 ELSE 0 END), 0), "
+            " coalesce(sum(CASE WHEN c.state IN ('pending', 'tempfail') THEN 1 ELSE 0 END), 0), "
+            " coalesce(sum(CASE WHEN c.state = 'permfail' THEN 1 ELSE 0 END), 0) "
             "FROM messages m LEFT JOIN copies c ON c.identity = m.identity "
             "WHERE m.created_at >= ? GROUP BY m.identity ORDER BY m.created_at DESC",
             [since if since is not None else float("-inf")]).fetchall()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot read messages: {e}") from None
+    except conn.Error as e:
+        raise StoreError(f"{conn.name}: cannot read messages: {conn.describe(e)}") from None
     finally:
         conn.close()
     return [MessageRow(r[0], iso(r[1]), r[2], r[3], r[4], r[5], *r[6:]) for r in rows]
@@ -126,11 +127,10 @@ class Purged:
 
 def purge(store: Store, before: float) -> Purged:
     """Delete what was logged before `before` (epoch seconds), in one transaction."""
-    db = store.db.conn
-    try:
-        db.execute("PRAGMA secure_delete = ON")
-        with db:
-            db.execute("BEGIN IMMEDIATE")
+    db = store.db
+    with store.guard("purge"):
+        db.scrub(before=True)
+        with db.transaction():
             old = db.execute("SELECT identity, created_at, subject, message_id FROM messages "
                              "WHERE created_at < ? ORDER BY created_at", [before]).fetchall()
             db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (identity TEXT PRIMARY KEY)")
@@ -152,11 +152,7 @@ def purge(store: Store, before: float) -> Purged:
                                     [before]).rowcount
             db.execute("DELETE FROM purge_ids")
         if old or deliveries:
-            # the write-ahead log still holds the old pages: fold it in and empty it (best
-            # effort: a reader in the middle of a transaction keeps it until the next purge)
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    except sqlite3.Error as e:
-        raise StoreError(f"{store.path}: cannot purge: {e}") from None
+            db.scrub(before=False)
     return Purged([(iso(r[1]), r[2], r[3]) for r in old], copies, deliveries)
 
 
@@ -189,7 +185,7 @@ async def retention_loop(store: object, keep_days: int, every: float = DAY) -> N
 
 def purge_cli(cfg: StoreConfig, before: float) -> Purged:
     """`relay purge`: entries logged before `before` deleted from the [store] log."""
-    store = Store(cfg.path, create=False)  # StoreError: the CLI prints its one line
+    store = open_store(cfg.path, cfg.url, create=False)  # StoreError: the CLI prints its one line
     try:
         return purge(store, before)
     finally:

@@ -82,7 +82,7 @@ class Relay:
         self.authenticator = (Authenticator(load_auth_file(listen.auth_file))
                               if listen.auth_file is not None else None)
         self.flusher: asyncio.Task[None] | None = None
-        self.store = AsyncStore(cfg.store.path)
+        self.store = AsyncStore(cfg.store.path, cfg.store.url)
         await self.store.open()
         await self.store.prune_deliveries(time.time() - 14 * 86400)
         self.pool = UpstreamPool(cfg.upstream, listen.hostname)

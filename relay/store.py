@@ -1,31 +1,24 @@
-"""The SQLite log: fingerprinted messages, their text layouts (as keyed hashes), and every copy.
+"""The log: fingerprinted messages, their text layouts (as keyed hashes), and every copy.
 
 No message plaintext is stored: words are kept as keyed 63-bit hashes (enough to align an
 excerpt, useless without the key), plus the carrier class of each gap. Codes are not stored;
 they are regenerated from the key, the message identity and the recipient.
 
-The file and its -wal/-shm companions are created mode 0600. An existing file (or -wal, -shm,
--journal) that the group or others may read is made 0600 on open, with one warning line (an
-admin who copied the database with `cp` would expect that rather than a refusal); when it cannot
-be (another owner), the database is refused. Schema changes go through MIGRATIONS, tracked in
-PRAGMA user_version.
+Two backends behind one API: an SQLite file (relay.sqlitedb, the embedded default: modes 0600)
+or a PostgreSQL database that several relays share (relay.pgdb). `open_store` picks one; the
+schema and its numbered migrations are relay.storeschema's, the same on both. Every database
+error becomes a one-line StoreError (the relay answers 451 for all-staff mail); on PostgreSQL
+the next call after a lost connection connects again.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sqlite3
-import stat
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
-
-from .errors import CANNOT_RUN, RelayError
 
 # the copy states, declared with delivery's decisions (re-exported: callers read them here)
 from .outcomes import ACCEPTED as ACCEPTED
@@ -33,99 +26,10 @@ from .outcomes import PENDING
 from .outcomes import PERMFAIL as PERMFAIL
 from .outcomes import TEMPFAIL as TEMPFAIL
 from .scheme import Scheme
-
-
-class StoreError(RelayError):
-    """The database cannot be used (unreadable, locked, full); str() is one line."""
-
-    exit_status = CANNOT_RUN
-
-
-MIGRATIONS: list[str] = [
-    # 1: initial schema
-    """
-    CREATE TABLE messages (
-        identity TEXT PRIMARY KEY,
-        key_id TEXT NOT NULL,
-        word_rate REAL NOT NULL,
-        sender TEXT NOT NULL,
-        message_id TEXT,
-        subject TEXT,
-        date TEXT,
-        size INTEGER NOT NULL,
-        carriers INTEGER NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE documents (
-        id INTEGER PRIMARY KEY,
-        identity TEXT NOT NULL REFERENCES messages(identity),
-        part TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        words BLOB NOT NULL,
-        classes BLOB NOT NULL,
-        UNIQUE(identity, part)
-    );
-    CREATE TABLE shingles (
-        hash INTEGER NOT NULL,
-        doc_id INTEGER NOT NULL REFERENCES documents(id),
-        PRIMARY KEY (hash, doc_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE copies (
-        identity TEXT NOT NULL REFERENCES messages(identity),
-        recipient TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reply TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (identity, recipient)
-    );
-    """,
-    # 2: relay side: per-recipient outcome of ordinary (not fingerprinted) mail, so a retry
-    # after a partial delivery skips the recipients that already have it; and the delivery
-    # status notifications already sent, so a retry does not send a second one.
-    """
-    CREATE TABLE deliveries (
-        identity TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reply TEXT,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (identity, recipient)
-    );
-    CREATE INDEX deliveries_updated ON deliveries(updated_at);
-    CREATE TABLE notices (
-        identity TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        reply TEXT,
-        updated_at REAL NOT NULL
-    );
-    """,
-    # 3: word carriers signed in blocks (wordblocks.Blocks); 0 for messages logged before, whose
-    # word carriers are independent bits
-    """
-    ALTER TABLE messages ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 4: how the blocks are cut (scheme.Cut.EVEN, scheme.Cut.UNITS); messages logged before: even
-    """
-    ALTER TABLE messages ADD COLUMN block_cut INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 5: the carrier rules a message was signed with (carriers.RULES); 0 for messages logged
-    # before (lines over 900 characters never carried, MIME read by relay.mime alone)
-    """
-    ALTER TABLE messages ADD COLUMN carrier_rules INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 6: how each gap looked when the message arrived (carriers.SINGLE / DOUBLED / OTHER), so
-    # a decode can tell whose copy of an earlier message a later one was made from (a forward
-    # to all staff); NULL for messages logged before
-    """
-    ALTER TABLE documents ADD COLUMN arrived BLOB;
-    """,
-    # 7: the code version (scheme.V2, scheme.V3) of the message's keyed values; messages logged
-    # before were all V2 (one stream per recipient over every carrier)
-    """
-    ALTER TABLE messages ADD COLUMN code_version INTEGER NOT NULL DEFAULT 2;
-    """,
-]
+from .sqlitedb import SqliteDb
+from .storeschema import MIGRATIONS as MIGRATIONS
+from .storeschema import StoreError as StoreError
+from .storeschema import statements
 
 
 @dataclass(frozen=True)
@@ -139,73 +43,58 @@ class DocumentRow:
     arrived: bytes | None = None  # per gap, as the message arrived (None: logged before)
 
 
-log = logging.getLogger("relay")
+def open_db(path: Path | None, url: str | None, *, create: bool = True,
+            readonly: bool = False) -> Any:
+    """The backend's connection: PostgreSQL when `url` is set, else the SQLite file `path`."""
+    if url:
+        from .pgdb import PgDb  # psycopg is loaded only by relays that use it
+
+        return PgDb(url, readonly=readonly)
+    if path is None:
+        raise StoreError("no database: set [store] path or url")
+    return SqliteDb(path, create=create, readonly=readonly)
 
 
-def _tighten(path: Path) -> None:
-    """Make the database and its -wal/-shm/-journal files mode 0600 when the group or others
-    have any access; one warning line per file changed. StoreError when that fails."""
-    for f in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))):
-        try:
-            mode = stat.S_IMODE(os.stat(f).st_mode)
-        except FileNotFoundError:
-            continue
-        if mode & 0o077:
-            try:
-                os.chmod(f, 0o600)
-            except OSError as e:
-                raise StoreError(f"{f}: database file is mode {mode:o} and cannot be made "
-                                 f"0600: {e.strerror}") from None
-            log.warning("%s: database file was mode %o, now 0600", f, mode)
-
-
-def _secure_create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+def open_store(path: Path | None, url: str | None = None, create: bool = True) -> Store:
+    """The Store on PostgreSQL when `url` is set ([store] url), else on the SQLite file `path`."""
+    return Store(path, create, url=url)
 
 
 class Store:
-    def __init__(self, path: Path, create: bool = True) -> None:
+    def __init__(self, path: Path | None = None, create: bool = True, *,
+                 url: str | None = None) -> None:
         self.path = path
-        try:
-            if create:
-                _secure_create(path)
-            elif not path.exists():
-                raise StoreError(f"{path}: database not found")
-            _tighten(path)
-            old = os.umask(0o077)  # -wal/-shm/-journal: never readable by others
-            try:
-                conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-                conn.execute("PRAGMA journal_mode=WAL")
-            finally:
-                os.umask(old)
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(conn)
+        self.db = open_db(path, url, create=create)
+        self.name = self.db.name  # the file, or the URL with its password redacted
+        with self.guard("open database"):
             self._migrate()
-        except sqlite3.Error as e:
-            raise StoreError(f"{path}: cannot open database: {e}") from None
-        except OSError as e:
-            raise StoreError(f"{path}: cannot open database: {e.strerror}") from None
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Any database error inside: StoreError '<db>: cannot <what>: <one line>'; a lost
+        connection is dropped, so the next call connects again."""
+        try:
+            yield
+        except self.db.Error as e:
+            self.db.reset_if_broken()
+            raise StoreError(f"{self.name}: cannot {what}: {self.db.describe(e)}") from None
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        db = self.db
+        version = db.version()
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: database schema {version} is newer than this relay")
+            raise StoreError(f"{self.name}: database schema {version} is newer than this relay")
         for i in range(version, len(MIGRATIONS)):
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                for stmt in MIGRATIONS[i].split(";"):
-                    if stmt.strip():
-                        self.db.conn.execute(stmt)
-                self.db.conn.execute(f"PRAGMA user_version = {i + 1}")
+            with db.transaction():
+                db.lock_schema()
+                if db.version() > i:  # another relay migrated meanwhile
+                    continue
+                for stmt in statements(MIGRATIONS[i]):
+                    db.execute(db.dialect.ddl(stmt))
+                db.set_version(i + 1)
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.db.close()
 
     # --- relay side ---------------------------------------------------------------------
 
@@ -213,144 +102,113 @@ class Store:
                        message_id: str | None, subject: str | None, date: str | None,
                        size: int, documents: Sequence[tuple[Any, ...]],
                        doc_shingles: Sequence[Iterable[int]]) -> None:
-        """Log a fingerprinted message once (a retry finds it already there). `documents`:
-        (part, kind, words, classes[, arrived]) per text part."""
-        try:
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                if self.db.execute("SELECT 1 FROM messages WHERE identity = ?",
-                                   [identity]).fetchone():
-                    return
-                carriers = sum(sum(1 for c in d[3] if c) for d in documents)
-                self.db["messages"].insert({
-                    "identity": identity, "key_id": key_id, "word_rate": scheme.word_rate,
-                    "block": scheme.block, "block_cut": int(scheme.cut),
-                    "carrier_rules": scheme.rules, "code_version": scheme.version,
-                    "sender": sender,
-                    "message_id": message_id, "subject": subject, "date": date, "size": size,
-                    "carriers": carriers, "created_at": time.time(),
-                })
-                for doc, sh in zip(documents, doc_shingles, strict=True):
-                    part, kind, words, classes, *rest = doc
-                    cur = self.db.conn.execute(
-                        "INSERT INTO documents (identity, part, kind, words, classes, arrived) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        [identity, part, kind, words, classes, rest[0] if rest else None])
-                    doc_id = cur.lastrowid
-                    self.db.conn.executemany(
-                        "INSERT OR IGNORE INTO shingles (hash, doc_id) VALUES (?, ?)",
-                        [(h, doc_id) for h in set(sh)])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record message: {e}") from None
+        """Log a fingerprinted message once (a retry, or another relay sharing the database,
+        finds it already there). `documents`: (part, kind, words, classes[, arrived]) per text
+        part; written only by the transaction that inserted the message."""
+        db = self.db
+        carriers = sum(sum(1 for c in d[3] if c) for d in documents)
+        with self.guard("record message"), db.transaction():
+            inserted = db.execute(
+                "INSERT INTO messages (identity, key_id, word_rate, block, block_cut, "
+                "carrier_rules, code_version, sender, message_id, subject, date, size, "
+                "carriers, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (identity) DO NOTHING RETURNING identity",
+                [identity, key_id, scheme.word_rate, scheme.block, int(scheme.cut),
+                 scheme.rules, scheme.version, sender, message_id, subject, date, size,
+                 carriers, time.time()]).fetchall()
+            if not inserted:
+                return
+            for doc, sh in zip(documents, doc_shingles, strict=True):
+                part, kind, words, classes, *rest = doc
+                doc_id = db.execute(
+                    "INSERT INTO documents (identity, part, kind, words, classes, arrived) "
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    [identity, part, kind, words, classes, rest[0] if rest else None]
+                ).fetchall()[0][0]
+                db.executemany("INSERT INTO shingles (hash, doc_id) VALUES (?, ?) "
+                               "ON CONFLICT DO NOTHING", [(h, doc_id) for h in set(sh)])
 
     def set_copy_states(self, identity: str,
                         outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """Durably record copies' (recipient, state, reply) before returning: one transaction,
         one fsync (committed together: group commit for a busy fan-out)."""
         now = time.time()
-        try:
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                self.db.conn.executemany(
-                    "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
-                    "state = excluded.state, reply = excluded.reply, "
-                    "attempts = copies.attempts + excluded.attempts, "
-                    "updated_at = excluded.updated_at",
-                    [(identity, r, st, rep, int(st != PENDING), now) for r, st, rep in outcomes])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record copy: {e}") from None
+        with self.guard("record copy"), self.db.transaction():
+            self.db.executemany(
+                "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (identity, recipient) DO UPDATE SET "
+                "state = excluded.state, reply = excluded.reply, "
+                "attempts = copies.attempts + excluded.attempts, "
+                "updated_at = excluded.updated_at",
+                [(identity, r, st, rep, int(st != PENDING), now) for r, st, rep in outcomes])
 
     def signing_of(self, identity: str) -> tuple[str, Scheme] | None:
         """(key_id, scheme.Scheme) a logged message was signed with; None if not logged yet. A
         retry must make its copies with these, even after a key rotation, a profile change or
         an upgrade, and a decode reads them the same way."""
-        try:
+        with self.guard("read messages"):
             row = self.db.execute("SELECT key_id, code_version, word_rate, block, block_cut, "
                                   "carrier_rules FROM messages WHERE identity = ?",
                                   [identity]).fetchone()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read messages: {e}") from None
         return None if row is None else (row[0], Scheme(*row[1:]))
 
     def add_copies(self, identity: str, recipients: Iterable[str]) -> None:
         """Note every recipient a copy is about to be made for (state pending) in one
         transaction; rows already there keep their state."""
         now = time.time()
-        try:
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                self.db.conn.executemany(
-                    "INSERT OR IGNORE INTO copies (identity, recipient, state, reply, attempts, "
-                    "updated_at) VALUES (?, ?, ?, NULL, 0, ?)",
-                    [(identity, r, PENDING, now) for r in recipients])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record copies: {e}") from None
+        with self.guard("record copies"), self.db.transaction():
+            self.db.executemany(
+                "INSERT INTO copies (identity, recipient, state, reply, attempts, updated_at) "
+                "VALUES (?, ?, ?, NULL, 0, ?) ON CONFLICT (identity, recipient) DO NOTHING",
+                [(identity, r, PENDING, now) for r in recipients])
 
     def copy_details(self, identity: str) -> dict[str, tuple[str, str | None]]:
         """recipient -> (state, last upstream reply) for every copy of a message."""
-        try:
+        with self.guard("read copies"):
             rows = self.db.execute("SELECT recipient, state, reply FROM copies "
                                    "WHERE identity = ?", [identity]).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read copies: {e}") from None
         return {r: (st, rep) for r, st, rep in rows}
 
     def delivery_states(self, identity: str) -> dict[str, tuple[str, str | None]]:
         """recipient -> (state, reply) of an ordinary message delivered in part before."""
-        try:
+        with self.guard("read deliveries"):
             rows = self.db.execute("SELECT recipient, state, reply FROM deliveries "
                                    "WHERE identity = ?", [identity]).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read deliveries: {e}") from None
         return {r: (st, rep) for r, st, rep in rows}
 
     def set_delivery_states(self, identity: str,
                             outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """Durably record (recipient, state, reply) of an ordinary message, one transaction."""
         now = time.time()
-        try:
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                self.db.conn.executemany(
-                    "INSERT INTO deliveries (identity, recipient, state, reply, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(identity, recipient) DO UPDATE SET "
-                    "state = excluded.state, reply = excluded.reply, "
-                    "updated_at = excluded.updated_at",
-                    [(identity, r, st, rep, now) for r, st, rep in outcomes])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record delivery: {e}") from None
+        with self.guard("record delivery"), self.db.transaction():
+            self.db.executemany(
+                "INSERT INTO deliveries (identity, recipient, state, reply, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity, recipient) DO UPDATE SET "
+                "state = excluded.state, reply = excluded.reply, "
+                "updated_at = excluded.updated_at",
+                [(identity, r, st, rep, now) for r, st, rep in outcomes])
 
     def prune_deliveries(self, older_than: float) -> int:
         """Forget ordinary-mail outcomes not touched since `older_than` (epoch seconds)."""
-        try:
-            with self.db.conn:
-                cur = self.db.conn.execute("DELETE FROM deliveries WHERE updated_at < ?",
-                                           [older_than])
-                return cur.rowcount
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot prune deliveries: {e}") from None
+        with self.guard("prune deliveries"), self.db.transaction():
+            return self.db.execute("DELETE FROM deliveries WHERE updated_at < ?",
+                                   [older_than]).rowcount
 
     def notice_state(self, identity: str) -> str | None:
         """State of the delivery status notification for a message: None (not sent yet),
         'accepted' or 'permfail' (the sender's address refused it)."""
-        try:
+        with self.guard("read notices"):
             row = self.db.execute("SELECT state FROM notices WHERE identity = ?",
                                   [identity]).fetchone()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read notices: {e}") from None
         return None if row is None else row[0]
 
     def set_notice_state(self, identity: str, state: str, reply: str | None = None) -> None:
-        try:
-            with self.db.conn:
-                self.db.conn.execute(
-                    "INSERT INTO notices (identity, state, reply, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(identity) DO UPDATE SET state = excluded.state, "
-                    "reply = excluded.reply, updated_at = excluded.updated_at",
-                    [identity, state, reply, time.time()])
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot record notice: {e}") from None
+        with self.guard("record notice"), self.db.transaction():
+            self.db.execute(
+                "INSERT INTO notices (identity, state, reply, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (identity) DO UPDATE SET state = excluded.state, "
+                "reply = excluded.reply, updated_at = excluded.updated_at",
+                [identity, state, reply, time.time()])
 
     # --- decode side --------------------------------------------------------------------
 
@@ -360,29 +218,48 @@ class Store:
             return []
         uniq = list(set(hashes))
         counts: dict[int, int] = {}
-        for i in range(0, len(uniq), 500):
-            chunk = uniq[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            q = f"SELECT doc_id, count(*) FROM shingles WHERE hash IN ({marks}) GROUP BY doc_id"
-            for doc_id, c in self.db.execute(q, chunk).fetchall():
-                counts[doc_id] = counts.get(doc_id, 0) + c
-        return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        with self.guard("read shingles"):
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                q = (f"SELECT doc_id, count(*) FROM shingles WHERE hash IN ({marks}) "
+                     "GROUP BY doc_id")
+                for doc_id, c in self.db.execute(q, chunk).fetchall():
+                    counts[doc_id] = counts.get(doc_id, 0) + c
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
     def document(self, doc_id: int) -> DocumentRow:
-        row = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
-                              "FROM documents WHERE id = ?", [doc_id]).fetchone()
-        return DocumentRow(*row)
+        with self.guard("read documents"):
+            row = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
+                                  "FROM documents WHERE id = ?", [doc_id]).fetchone()
+        return _document(row)
 
     def documents_of(self, identity: str) -> list[DocumentRow]:
-        rows = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
-                               "FROM documents WHERE identity = ? ORDER BY id",
-                               [identity]).fetchall()
-        return [DocumentRow(*r) for r in rows]
+        with self.guard("read documents"):
+            rows = self.db.execute("SELECT id, identity, part, kind, words, classes, arrived "
+                                   "FROM documents WHERE identity = ? ORDER BY id",
+                                   [identity]).fetchall()
+        return [_document(r) for r in rows]
 
     def message(self, identity: str) -> dict:
-        return next(self.db["messages"].rows_where("identity = ?", [identity]))
+        with self.guard("read messages"):
+            cur = self.db.execute("SELECT * FROM messages WHERE identity = ?", [identity])
+            row = cur.fetchone()
+            if row is None:
+                raise KeyError(identity)
+            return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def recipients(self, identity: str) -> list[str]:
-        """Every recipient a copy was made for (whatever its delivery state)."""
-        return [r[0] for r in self.db.execute(
-            "SELECT recipient FROM copies WHERE identity = ? ORDER BY recipient", [identity])]
+        """Every recipient a copy was made for (whatever its delivery state), in code point
+        order on both backends (a PostgreSQL collation would sort otherwise)."""
+        with self.guard("read copies"):
+            rows = self.db.execute("SELECT recipient FROM copies WHERE identity = ?",
+                                   [identity]).fetchall()
+        return sorted(r[0] for r in rows)
+
+
+def _document(row: Sequence[Any]) -> DocumentRow:
+    """bytes on both backends (PostgreSQL may hand back memoryview for BYTEA)."""
+    i, identity, part, kind, words, classes, arrived = row
+    return DocumentRow(i, identity, part, kind, bytes(words), bytes(classes),
+                       None if arrived is None else bytes(arrived))

@@ -40,7 +40,7 @@ def write_config(cfg: Config, path: Path, listen_port: int, **extra: str) -> Pat
         "listen": f'host = "127.0.0.1"\nport = {listen_port}\nhostname = "{cfg.listen.hostname}"',
         "upstream": f'host = "127.0.0.1"\nport = {cfg.upstream.port}',
         "policy": 'lists = ["all-staff@example.com"]',
-        "store": f'path = "{cfg.store.path}"',
+        "store": (f'url = "{cfg.store.url}"' if cfg.store.url else f'path = "{cfg.store.path}"'),
         "signature": f'key_file = "{cfg.signature.key_file}"',
     }
     for k, v in extra.items():

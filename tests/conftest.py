@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+# pg_server (a private PostgreSQL cluster) and backend (a test on SQLite and on PostgreSQL)
+from pgserver import backend, pg_server  # noqa: E402, F401
+
 from relay.config import Config, Listen, Policy, Signature, StoreConfig, Upstream
 
 # --- required external tools ------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The store adapter the event loop uses: typed calls in the store thread, copy outcomes
-group-committed (real SQLite files)."""
+group-committed (real SQLite files, a real PostgreSQL server)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
+
+from pgserver import Backend
 
 from relay.asyncstore import AsyncStore
 from relay.outcomes import Outcome
@@ -13,12 +14,13 @@ from relay.scheme import SCHEME
 from relay.store import ACCEPTED, PERMFAIL
 
 
-async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Path) -> None:
+async def test_copy_outcome_is_committed_before_the_worker_moves_on(
+        tmp_path: Path, backend: Backend) -> None:
     """submit_copy hands the outcome to the database thread at once: by the time that thread
     has finished what it was given, the row is durable, although the event loop never ran in
     between (no await). Two outcomes submitted during one commit go together in the next."""
     db = tmp_path / "r.db"
-    store = AsyncStore(db)
+    store = AsyncStore(db, backend.url)
     await store.open()
     try:
         await store.record_message(dict(identity="i1", key_id="k1", scheme=SCHEME.with_rate(1 / 6),
@@ -29,12 +31,12 @@ async def test_copy_outcome_is_committed_before_the_worker_moves_on(tmp_path: Pa
         b = store.submit_copy("i1", "b@example.com", Outcome(ACCEPTED, "250 ok"))
         c = store.submit_copy("i1", "c@example.com", Outcome(PERMFAIL, "550 no"))
         store._ex.submit(lambda: None).result(timeout=10)  # the store thread, not the loop
-        conn = sqlite3.connect(db)
-        states = dict(conn.execute("SELECT recipient, state FROM copies"))
+        conn = backend.store(db).db  # another connection: what is durable, not what is cached
+        states = dict(conn.execute("SELECT recipient, state FROM copies").fetchall())
         assert states["a@example.com"] == ACCEPTED
         assert not fut.done()  # the loop has not run yet: durability did not wait for it
         await asyncio.gather(fut, b, c)
-        states = dict(conn.execute("SELECT recipient, state FROM copies"))
+        states = dict(conn.execute("SELECT recipient, state FROM copies").fetchall())
         assert states == {"a@example.com": ACCEPTED, "b@example.com": ACCEPTED,
                           "c@example.com": PERMFAIL}
         conn.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from admincli import STAFF, cli, write_config
 from conftest import Sink, StartRelay, free_port, make_message, smtp_send
+from pgserver import Backend
 
 from relay.checks import OK, PROBLEM, WARN, Finding, render_findings
 from relay.config import Config
@@ -30,14 +31,18 @@ def test_render_findings_one_line_each_and_a_summary(levels: list[str], summary:
         assert line == f"{lv:<8} database  detail {i}"
 
 
-async def test_check_passes_beside_the_running_relay(cfg: Config, relay, sink: Sink,
-                                                     tmp_path: Path) -> None:
+async def test_check_passes_beside_the_running_relay(cfg: Config, start_relay: StartRelay,
+                                                     sink: Sink, tmp_path: Path,
+                                                     backend: Backend) -> None:
+    cfg = backend.config(cfg)
+    relay = await start_relay(cfg)
     await smtp_send(relay.port, "boss@example.com", STAFF, make_message())
     conf = write_config(cfg, tmp_path / "admin.toml", relay.port)
     rc, out, err = await cli("check", "--config", str(conf))
     assert rc == 0, out + err
     assert "in use by a running relay" in out
     assert "answers EHLO" in out and "schema" in out and "1 message(s)" in out
+    assert f"ok       database  {backend.url or cfg.store.path}: schema" in out, out
     assert out.strip().splitlines()[-1] == "relay check: 0 problem(s), 0 warning(s)"
     rc, out, _ = await cli("check", "--config", str(conf), "--json")
     assert rc == 0 and {f["what"] for f in json.loads(out)} >= {"key file", "database",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import Backend
 
 from relay.carriers import NONE, SENTENCE, WORD, Gap, analyse_plain
 from relay.codes import MessageCode
@@ -406,7 +407,7 @@ def test_message_logged_before_blocks_still_decodes() -> None:
 
 
 def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
-        tmp_path: Path) -> None:
+        tmp_path: Path, backend: Backend) -> None:
     """text/plain wrapped at a hyphen ("non-" / "free") and its HTML ("non-free") key the gaps
     around that word differently; an excerpt of the plain copy, where the word is joined back,
     must not read those gaps against the HTML's keys: the leaker disagrees with nothing."""
@@ -415,7 +416,7 @@ def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
     import email.policy
 
     from relay.fingerprint import prepare
-    from relay.store import ACCEPTED, Store
+    from relay.store import ACCEPTED
 
     words = " ".join(paragraphs("GPL-3")[5:9]).split()
     words[60] = "non-free"
@@ -426,7 +427,7 @@ def test_word_hyphenated_at_a_plain_line_end_costs_no_false_disagreement(
     m.set_content(plain + "\n")
     m.add_alternative(f"<p>{text}</p>\n", subtype="html")
     p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
-    store = Store(tmp_path / "relay.db")
+    store = backend.store(tmp_path / "relay.db")
     store.record_message(**p.log_entry("boss@example.com"))
     rcpts = staff(200)
     for r in rcpts:
@@ -580,10 +581,10 @@ def test_reported_probability_is_calibrated(n: int, trials: int) -> None:
 # --- which rendering, where in the text ------------------------------------------------------
 
 
-def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence[str]
-                 ) -> tuple[Any, Any]:
+def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence[str],
+                 url: str | None = None) -> tuple[Any, Any]:
     """A text/plain (wrapped at 72) + text/html message fingerprinted by the relay's own
-    prepare and logged in a real store."""
+    prepare and logged in a real store (PostgreSQL at `url` when given)."""
     import email.message
 
     from relay.fingerprint import prepare
@@ -594,7 +595,7 @@ def _alternative(tmp_path: Path, text_paras: Sequence[str], recipients: Sequence
     m.set_content(reflow(text_paras))
     m.add_alternative("".join(f"<p>{p}</p>\n" for p in text_paras), subtype="html")
     p = prepare(m.as_bytes(), "boss@example.com", "k1", K1, SCHEME.with_rate(RATE))
-    store = Store(tmp_path / "relay.db")
+    store = Store(tmp_path / "relay.db", url=url)
     store.record_message(**p.log_entry("boss@example.com"))
     for r in recipients:
         store.set_copy_states(p.identity, [(r, ACCEPTED, "250 ok")])
@@ -629,11 +630,11 @@ def test_plain_excerpt_with_joined_lines_is_read_only_where_renderings_agree(
         assert rep.verdict == "identified"
 
 
-def test_mail_quoted_inside_a_long_article_is_found(tmp_path: Path) -> None:
+def test_mail_quoted_inside_a_long_article_is_found(tmp_path: Path, backend: Backend) -> None:
     """A faithful copy of the mail (about 480 words) inside an article of about 2,000 words of
     commentary: under a quarter of the text aligns, but one long stretch does."""
     rcpts = staff(300)
-    p, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    p, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts, backend.url)
     leaker = rcpts[123]
     quoted = _body(p.copy_for(leaker), "plain")
     commentary = [q for q in paragraphs("Apache-2.0")] + paragraphs("MPL-2.0")
@@ -713,7 +714,7 @@ def test_forwarded_copy_never_names_the_forwarder(tmp_path: Path) -> None:
     assert named >= 30, named  # of 36 pastes
 
 
-def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
+def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path, backend: Backend) -> None:
     """X forwarded their copy to all staff, and the leak shows X's copy: the text may have
     travelled through that forward (X's sent mail, an archive, a forward made by an older
     relay that kept X's marks), so X is not named; the report says why."""
@@ -721,7 +722,7 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     from relay.store import ACCEPTED
 
     rcpts = staff(200)
-    first, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts)
+    first, store = _alternative(tmp_path, paragraphs("GPL-3")[5:12], rcpts, backend.url)
     x = rcpts[5]
     leak = excerpt_words(window(_body(first.copy_for(x), "plain"), 30, 120))
     before = decode([leak], store, RING, THRESHOLD)
@@ -741,7 +742,8 @@ def test_text_of_the_forwarders_own_copy_is_not_named(tmp_path: Path) -> None:
     # the forwarder is found from the forward's own whitespace as it arrived, whoever sent it
     store2_dir = tmp_path / "other"
     store2_dir.mkdir()
-    first2, store2 = _alternative(store2_dir, paragraphs("GPL-3")[5:12], rcpts)
+    first2, store2 = _alternative(store2_dir, paragraphs("GPL-3")[5:12], rcpts,
+                                  backend.another().url)
     relayed = prepare(_forward(first2.copy_for(x), "assistant@example.com"),
                       "assistant@example.com", "k1", K1, SCHEME.with_rate(RATE))
     store2.record_message(**relayed.log_entry("assistant@example.com"))

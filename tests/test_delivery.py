@@ -25,6 +25,7 @@ from conftest import (
     smtp_send,
     start_sink,
 )
+from pgserver import Backend, PgServer
 
 from relay.config import Config
 from relay.scheme import SCHEME
@@ -119,7 +120,9 @@ async def test_fanout_keeps_smtputf8_and_8bitmime(relay, sink: Sink) -> None:
 
 # --- temporary failures and retries ---------------------------------------------------------
 
-async def test_fanout_4xx_then_retry_gives_each_one_copy(relay, sink: Sink) -> None:
+async def test_fanout_4xx_then_retry_gives_each_one_copy(
+        cfg: Config, start_relay: StartRelay, sink: Sink, backend: Backend) -> None:
+    relay = await start_relay(backend.config(cfg))
     data = make_message()
     sink.rcpt_replies[STAFF[1]] = "450 4.2.1 mailbox busy"
     sink.rcpt_replies[STAFF[4]] = "421 4.3.2 closing"
@@ -137,9 +140,10 @@ async def test_fanout_4xx_then_retry_gives_each_one_copy(relay, sink: Sink) -> N
 
 
 async def test_retry_after_key_rotation_signs_with_the_first_key(
-        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+        cfg: Config, start_relay: StartRelay, sink: Sink, backend: Backend) -> None:
     from relay import fingerprint, keys
 
+    cfg = backend.config(cfg)
     data = make_message()
     relay = await start_relay(cfg)
     sink.rcpt_replies[STAFF[1]] = "450 4.2.1 busy"
@@ -243,8 +247,9 @@ async def test_upstream_drops_connection_mid_fanout(relay, sink: Sink) -> None:
 
 
 async def test_fanout_budget_stops_and_retry_resumes(cfg: Config, start_relay: StartRelay,
-                                                     sink: Sink) -> None:
-    relay = await start_relay(cfg.with_keys(upstream=dict(fanout_budget=0.5, concurrency=2)))
+                                                     sink: Sink, backend: Backend) -> None:
+    relay = await start_relay(backend.config(cfg).with_keys(
+        upstream=dict(fanout_budget=0.5, concurrency=2)))
     sink.data_delay = 0.2
     data = make_message()
     rcpts = [f"p{i}@example.com" for i in range(10)]
@@ -285,8 +290,8 @@ async def test_client_eof_does_not_lose_copies(cfg: Config, start_relay: StartRe
 
 
 async def test_overlapping_attempts_never_double(cfg: Config, start_relay: StartRelay,
-                                                 sink: Sink) -> None:
-    relay = await start_relay(cfg.with_keys(upstream=dict(concurrency=2)))
+                                                 sink: Sink, backend: Backend) -> None:
+    relay = await start_relay(backend.config(cfg).with_keys(upstream=dict(concurrency=2)))
     sink.data_delay = 0.05
     data = make_message()
     replies = await asyncio.gather(*(smtp_send(relay.port, BOSS, STAFF, data) for _ in range(3)))
@@ -399,6 +404,46 @@ async def test_store_failing_mid_fanout_never_doubles(cfg: Config, start_relay: 
     assert reply.startswith("451"), reply
     assert 2 <= len(sink.messages) < len(STAFF)
     assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+    assert set((await copies_in_store(relay)).values()) == {ACCEPTED}
+
+
+async def test_postgresql_down_gives_451_and_back_delivers_each_copy_once(
+        cfg: Config, start_relay: StartRelay, sink: Sink, pg_server: PgServer) -> None:
+    """The shared log goes away while the relay runs: all-staff mail is 451 4.3.0 and no copy
+    leaves unrecorded; once it is back, the retry delivers every copy exactly once. Stopped
+    again in the middle of a fan-out: 451, and the retry after it sends only the rest."""
+    cfg = cfg.with_keys(store=dict(url=pg_server.url(pg_server.new_database())),
+                      upstream=dict(concurrency=1))
+    relay = await start_relay(cfg)
+    data = make_message()
+    pg_server.stop()
+    try:
+        reply = await smtp_send(relay.port, BOSS, STAFF, data)
+        assert reply.startswith("451 4.3.0"), reply
+        assert sink.messages == []
+    finally:
+        pg_server.start()
+    assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("250")
+    assert_one_copy_each(sink, STAFF)
+    assert set((await copies_in_store(relay)).values()) == {ACCEPTED}
+
+    sink.messages.clear()
+    sink.data_delay = 0.1
+    data = make_message(subject="Second")
+    task = asyncio.create_task(smtp_send(relay.port, BOSS, STAFF, data))
+    while len(sink.messages) < 2:
+        await asyncio.sleep(0.01)
+    try:
+        pg_server.stop("immediate")  # the database host dies after two copies
+        reply = await task
+    finally:
+        pg_server.start()
+    assert reply.startswith("451"), reply
+    assert 2 <= len(sink.messages) < len(STAFF)
+    for _ in range(5):  # the first retry may still meet the old connection's end
+        if (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("250"):
+            break
     assert_one_copy_each(sink, STAFF)
     assert set((await copies_in_store(relay)).values()) == {ACCEPTED}
 

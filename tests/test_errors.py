@@ -12,6 +12,7 @@ import relay.config
 import relay.keys
 import relay.ocr
 import relay.store
+import relay.storeschema
 from relay.cli import CannotRun, UsageError, error_line, main
 from relay.config import ConfigError
 from relay.errors import CANNOT_RUN, USAGE, RelayError
@@ -41,7 +42,8 @@ def test_each_error_maps_to_its_exit_status(cls: type[RelayError], status: int) 
 def test_every_user_facing_error_class_is_in_the_table() -> None:
     """An Exception class defined in a module whose errors reach the user is a RelayError and
     is pinned above: a new one cannot slip past the CLI's one except clause."""
-    found = {obj for mod in (relay.cli, relay.config, relay.keys, relay.ocr, relay.store)
+    found = {obj for mod in (relay.cli, relay.config, relay.keys, relay.ocr, relay.store,
+                                                relay.storeschema)
              for obj in vars(mod).values()
              if inspect.isclass(obj) and issubclass(obj, Exception)
              and obj.__module__ == mod.__name__}

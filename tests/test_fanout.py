@@ -13,6 +13,7 @@ import mimesamples
 import pytest
 import pytest_asyncio
 from conftest import Sink
+from pgserver import Backend
 
 from relay import analysis
 from relay.asyncstore import AsyncStore
@@ -31,8 +32,8 @@ STAFF = [f"staff{i:03d}@example.com" for i in range(40)]
 
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
-    s = AsyncStore(tmp_path / "relay.db")
+async def store(tmp_path: Path, backend: Backend) -> AsyncIterator[AsyncStore]:
+    s = AsyncStore(tmp_path / "relay.db", backend.url)  # each test on SQLite and PostgreSQL
     await s.open()
     try:
         yield s

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 from admincli import STAFF, cli, one_line, write_config
 from conftest import PROSE, Sink, StartRelay, make_message, smtp_send
+from pgserver import Backend
 
 from relay.config import Config
 from relay.operator import parse_date
@@ -34,7 +34,10 @@ def test_parse_date_is_utc_unless_a_zone_is_given() -> None:
 
 
 async def test_messages_and_purge_on_the_running_relays_database(
-        cfg: Config, relay, sink: Sink, tmp_path: Path) -> None:
+        cfg: Config, start_relay: StartRelay, sink: Sink, tmp_path: Path,
+        backend: Backend) -> None:
+    cfg = backend.config(cfg)
+    relay = await start_relay(cfg)
     sink.rcpt_replies[STAFF[3]] = "550 5.1.1 no such user"
     r1 = await smtp_send(relay.port, "boss@example.com", STAFF,
                          make_message(subject="Budget"))
@@ -81,8 +84,9 @@ async def test_messages_and_purge_on_the_running_relays_database(
     rc, out, _ = await cli("decode", "--config", str(conf), "--json",
                            str(tmp_path / "leak.txt"))
     assert json.loads(out)["verdict"] == "no_match"
-    # personal data is gone from the file, not just unlinked from the tables
-    for p in (cfg.store.path, Path(f"{cfg.store.path}-wal")):
+    # personal data is gone from the file, not just unlinked from the tables (SQLite; on
+    # PostgreSQL the database holds no log file of ours)
+    for p in (cfg.store.path, Path(f"{cfg.store.path}-wal")) if backend.url is None else ():
         if p.exists():
             blob = p.read_bytes()
             assert b"Budget" not in blob and STAFF[0].encode() not in blob, p
@@ -114,23 +118,25 @@ async def test_bad_date_missing_database_bad_config_are_one_line(tmp_path: Path)
 
 
 async def test_keep_days_purges_old_entries_when_serve_starts(
-        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+        cfg: Config, start_relay: StartRelay, sink: Sink, tmp_path: Path,
+        backend: Backend) -> None:
+    cfg = backend.config(cfg)
     r = await start_relay(cfg)
     for subject in ("Old", "New"):
         assert (await smtp_send(r.port, "boss@example.com", STAFF,
                                 make_message(subject=subject))).startswith("250")
     await r.stop(grace=1)
-    with sqlite3.connect(cfg.store.path) as c:
-        c.execute("UPDATE messages SET created_at = created_at - 40 * 86400 "
-                  "WHERE subject = 'Old'")
+    s = backend.store(cfg.store.path)
+    with s.db.transaction():
+        s.db.execute("UPDATE messages SET created_at = created_at - 40 * 86400 "
+                     "WHERE subject = 'Old'")
     r = await start_relay(cfg.with_keys(store=dict(keep_days=30)))
     assert r.port  # serving at once; the purge runs beside it
     for _ in range(100):
-        with sqlite3.connect(cfg.store.path) as c:
-            left = [s for (s,) in c.execute("SELECT subject FROM messages")]
+        left = [s for (s,) in s.db.execute("SELECT subject FROM messages").fetchall()]
         if left == ["New"]:
             break
         await asyncio.sleep(0.05)
     assert left == ["New"]
-    with sqlite3.connect(cfg.store.path) as c:
-        assert c.execute("SELECT count(*) FROM copies").fetchone()[0] == len(STAFF)
+    assert s.db.execute("SELECT count(*) FROM copies").fetchone()[0] == len(STAFF)
+    s.close()

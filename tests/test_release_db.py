@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pgserver import PgServer
 
 from relay import keys
 from relay.decoding import decode
@@ -134,3 +135,36 @@ def test_committed_log_is_untouched() -> None:
     # the tests above read copies; the committed database is byte-for-byte what 0.1 wrote
     digest = hashlib.sha256((VEC / f"{NAME}.db").read_bytes()).hexdigest()
     assert digest == EXPECTED["db_sha256"]
+
+
+def test_migrated_to_postgresql_decodes_the_same(log_copy: tuple[Path, Path, Path],
+                                                  pg_server: PgServer, tmp_path: Path) -> None:
+    """`relay migrate --to URL` copies the released log into PostgreSQL; every excerpt then
+    decodes there as it does on the SQLite file (same verdict, recipient and bits), and a
+    second migrate into the now non-empty database is refused in one line."""
+    db, key, cfg = log_copy
+    url = pg_server.url(pg_server.new_database())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    run = [sys.executable, "-m", "relay", "migrate", "--config", str(cfg), "--to", url]
+    r = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"copied {db} into {url}: ") and "verified" in r.stdout
+    store = Store(url=url)
+    try:
+        for name in EXCERPTS:
+            text = (VEC / NAME / name).read_text()
+            check(name, decode([excerpt_words(text)], store, keys.load(key),
+                               EXPECTED["threshold"]).as_json())
+    finally:
+        store.close()
+    pg_cfg = tmp_path / "pg.toml"
+    pg_cfg.write_text(cfg.read_text().replace(f'path = "{db}"', f'url = "{url}"'))  # not both
+    r = subprocess.run([sys.executable, "-m", "relay", "decode", "--json", "--config",
+                        str(pg_cfg), str(VEC / NAME / EXCERPTS[0])],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    check(EXCERPTS[0], json.loads(r.stdout))
+    again = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.count("\n") == 1 and "already holds" in again.stderr, again.stderr

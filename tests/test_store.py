@@ -1,13 +1,18 @@
-"""The relay-side store methods: copy states, ordinary-mail outcomes, notices, file modes."""
+"""The relay-side store methods: copy states, ordinary-mail outcomes, notices, file modes. The
+shared behaviour runs on both backends (`backend`: an SQLite file, a database of a private
+PostgreSQL cluster); file modes and SQLite's own files are SQLite's tests, reconnecting and
+passwords PostgreSQL's."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import PASSWORD_ROLE, Backend, PgServer
 
 from relay import store as store_mod
 from relay.scheme import EVEN, UNITS, V2, V3, Scheme
@@ -21,11 +26,11 @@ def record(s: Store, identity: str) -> None:
                      doc_shingles=[[1, 2, 3]])
 
 
-def test_schema_is_current_and_reopens(tmp_path: Path) -> None:
+def test_schema_is_current_and_reopens(tmp_path: Path, backend: Backend) -> None:
     p = tmp_path / "r.db"
-    Store(p).close()
-    s = Store(p)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS)
+    backend.store(p).close()
+    s = backend.store(p)
+    assert s.db.version() == len(store_mod.MIGRATIONS)
     s.close()
 
 
@@ -46,8 +51,8 @@ def test_files_are_private(tmp_path: Path) -> None:
     s.close()
 
 
-def test_copies_pending_then_final(tmp_path: Path) -> None:
-    s = Store(tmp_path / "r.db")
+def test_copies_pending_then_final(tmp_path: Path, backend: Backend) -> None:
+    s = backend.store(tmp_path / "r.db")
     record(s, "i1")
     s.add_copies("i1", ["a@example.com", "b@example.com", "c@example.com"])
     assert states(s, "i1") == {"a@example.com": PENDING, "b@example.com": PENDING,
@@ -64,8 +69,8 @@ def test_copies_pending_then_final(tmp_path: Path) -> None:
     assert attempts == {"a@example.com": 1, "b@example.com": 1, "c@example.com": 1}
 
 
-def test_deliveries_and_notices(tmp_path: Path) -> None:
-    s = Store(tmp_path / "r.db")
+def test_deliveries_and_notices(tmp_path: Path, backend: Backend) -> None:
+    s = backend.store(tmp_path / "r.db")
     assert s.delivery_states("x") == {}
     s.set_delivery_states("x", [("a@example.com", ACCEPTED, "250"),
                                 ("b@example.com", TEMPFAIL, "451")])
@@ -180,3 +185,195 @@ def test_loose_modes_of_an_existing_database_are_tightened(tmp_path: Path, caplo
     caplog.clear()
     Store(p).close()  # already private: no warning
     assert not caplog.records
+
+
+# --- both backends: the decode side, and two relays sharing one log ---------------------------
+
+def test_message_logged_once_and_read_back(tmp_path: Path, backend: Backend) -> None:
+    """Layouts and 63-bit shingle hashes read back as written; a second record of the same
+    identity (a retry) changes nothing."""
+    s = backend.store(tmp_path / "r.db")
+    big = [2**63 - 1, -(2**63) + 1, 12345]
+    docs = [("1", "plain", b"\x01\x02" * 8, b"\x00\x01", b"\x02"), ("2", "html", b"\x03" * 8,
+                                                                    b"\x01", None)]
+    for _ in range(2):
+        s.record_message(identity="i1", key_id="k1", scheme=Scheme(V3, 0.15, 48, UNITS, 1),
+                         sender="a@example.com", message_id="<m@x>", subject="s", date=None,
+                         size=10, documents=docs, doc_shingles=[big, [7, 8]])
+    got = s.documents_of("i1")
+    assert [(d.part, d.kind, d.words, d.classes, d.arrived) for d in got] == [
+        ("1", "plain", b"\x01\x02" * 8, b"\x00\x01", b"\x02"),
+        ("2", "html", b"\x03" * 8, b"\x01", None)]
+    assert s.document(got[1].id) == got[1]
+    assert s.find_documents(big + [7]) == [(got[0].id, 3), (got[1].id, 1)]
+    assert s.find_documents([99]) == []
+    m = s.message("i1")
+    assert (m["key_id"], m["carriers"], m["word_rate"], m["subject"]) == ("k1", 2, 0.15, "s")
+    assert s.db.execute("SELECT count(*) FROM shingles").fetchone()[0] == 5
+    s.close()
+
+
+def test_two_relays_record_the_same_message_at_once(tmp_path: Path, backend: Backend) -> None:
+    """Two connections (two relays on one database) log one identity at the same moment: one
+    message, its documents once, both return without error."""
+    import threading
+
+    backend.store(tmp_path / "r.db").close()
+    go = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def log() -> None:
+        s = backend.store(tmp_path / "r.db")  # each relay its own connection, in its thread
+        go.wait()
+        try:
+            s.record_message(identity="same", key_id="k1", scheme=Scheme(V3, 0.15, 48, UNITS, 1),
+                             sender="a@example.com", message_id=None, subject=None, date=None,
+                             size=10, documents=[("1", "plain", b"\0" * 16, b"\1")],
+                             doc_shingles=[range(2000)])
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=log) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = backend.store(tmp_path / "r.db")
+    assert s.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    assert len(s.documents_of("same")) == 1
+    assert s.db.execute("SELECT count(*) FROM shingles").fetchone()[0] == 2000
+    s.close()
+
+
+# --- PostgreSQL: lost connections, passwords ---------------------------------------------------
+
+@pytest.fixture
+def pg(pg_server: PgServer) -> Iterator[tuple[PgServer, str]]:
+    yield pg_server, pg_server.url(pg_server.new_database())
+
+
+def test_lost_connection_fails_that_call_and_the_next_reconnects(
+        pg: tuple[PgServer, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay import pgdb
+
+    server, url = pg
+    monkeypatch.setattr(pgdb, "IDLE_CHECK", 1e9)  # no ping: the call meets the loss
+    s = Store(url=url)
+    record(s, "i1")
+    pid = s.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with server.admin() as admin:  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(StoreError, match="cannot record copy") as e:
+        s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok")])
+    assert "\n" not in str(e.value)
+    s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok")])  # connected again
+    assert s.copy_details("i1") == {"a@example.com": (ACCEPTED, "250 ok")}
+    assert s.db.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+    s.close()
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    url = f"postgresql://relay:secret-in-url@127.0.0.1:{free_port()}/relay"
+    with pytest.raises(StoreError) as e:
+        Store(url=url)
+    line = str(e.value)
+    assert line.startswith(f"postgresql://relay:***@127.0.0.1:{url.split(':')[3]}")
+    assert "cannot open database" in line and "\n" not in line
+    assert "secret-in-url" not in line
+
+
+def test_password_from_a_password_file_and_never_shown(
+        pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A role that must give its password (scram-sha-256): the URL names no password, libpq
+    reads it from PGPASSFILE. A wrong password written into the URL is refused, and neither
+    password shows in the error line or the log."""
+    import logging
+
+    from relay.checks import check_database
+    from relay.config import Policy, StoreConfig
+
+    secret = "pw-Zq8-never-shown"
+    with pg_server.admin() as admin:  # type: ignore[attr-defined]
+        admin.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
+        admin.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{secret}'")
+    db = pg_server.new_database(owner=PASSWORD_ROLE)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:{db}:{PASSWORD_ROLE}:{secret}\n")
+    passfile.chmod(0o600)
+    caplog.set_level(logging.DEBUG)
+    url = pg_server.url(db, PASSWORD_ROLE)
+    with pytest.raises(StoreError, match="password"):  # no file, no password: refused
+        Store(url=url)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    s = Store(url=url)
+    record(s, "i1")
+    assert s.signing_of("i1") is not None
+    s.close()
+    findings = check_database(StoreConfig(url=url), Policy())
+    assert [f.level for f in findings] == ["ok"] and "1 message(s)" in findings[0].detail
+    wrong = url.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:wrong-{secret}@")
+    with pytest.raises(StoreError) as e:
+        Store(url=wrong)
+    assert f"{PASSWORD_ROLE}:***@" in str(e.value)
+    assert secret not in str(e.value)
+    assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+def test_schema_from_a_newer_relay_is_refused_on_postgresql(pg: tuple[PgServer, str]) -> None:
+    _, url = pg
+    s = Store(url=url)
+    s.db.execute("UPDATE relay_schema SET version = ?", [len(store_mod.MIGRATIONS) + 1])
+    s.close()
+    with pytest.raises(StoreError, match="newer than this relay"):
+        Store(url=url)
+
+
+def test_two_relays_starting_at_once_migrate_once(pg: tuple[PgServer, str]) -> None:
+    """Both open an empty database at the same moment: one creates the tables, the other
+    waits on the advisory lock and finds them there."""
+    import threading
+
+    _, url = pg
+    go = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        go.wait()
+        try:
+            Store(url=url).close()
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = Store(url=url)
+    assert s.db.version() == len(store_mod.MIGRATIONS)
+    assert s.db.execute("SELECT count(*) FROM relay_schema").fetchone()[0] == 1
+    s.close()
+
+
+def test_idle_connection_lost_meanwhile_costs_no_failure(pg: tuple[PgServer, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database restarted while the relay was idle: the connection is pinged before use
+    and replaced, so the first call after it succeeds (no 451 for the next all-staff mail)."""
+    from relay import pgdb
+
+    server, url = pg
+    s = Store(url=url)
+    record(s, "i1")
+    pid = s.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with server.admin() as admin:  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    monkeypatch.setattr(pgdb, "IDLE_CHECK", 0.0)  # as if idle for longer than the check
+    s.set_copy_states("i1", [("a@example.com", ACCEPTED, "250 ok")])
+    assert s.copy_details("i1") == {"a@example.com": (ACCEPTED, "250 ok")}
+    s.close()
