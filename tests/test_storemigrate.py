@@ -58,7 +58,7 @@ def test_refusals_are_one_line(tmp_path: Path, pg_server: PgServer,
     assert capsys.readouterr().err.strip().endswith("relay.db: database not found")
     url = pg_server.url(pg_server.new_database())
     Store(tmp_path / "relay.db").close()
-    conf.write_text(f'[store]\npath = "{tmp_path / "relay.db"}"\nurl = "{url}"\n')
+    conf.write_text(f'[store]\nurl = "{url}"\n')  # the log is already PostgreSQL
     assert cli.main(["migrate", "--config", str(conf), "--to", url]) == 2
     assert "already sets [store] url" in capsys.readouterr().err
     with pytest.raises(StoreError, match="cannot open database"):
