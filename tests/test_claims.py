@@ -1,0 +1,94 @@
+"""Claims across relays as tables: the state a relay finds a claim in, what it does about it
+(take it, wait, answer 451 4.4.5), when its copies stop, and the lease from the timeout.
+tests/test_lease.py runs the same rows against the SQL on a real database."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import claims
+from relay.claims import BUSY, CLAIMED, EXPIRED, FREE, LOST, MINE, POLL, RUNNING_OUT, Step
+
+ME, OTHER = "mx1/100/aa", "mx2/200/bb"
+NOW = 1_000_000.0
+
+STATES = [
+    # (holder (owner, expires) or None) -> the state ME finds it in, at NOW
+    (None, FREE),
+    ((ME, NOW + 100), MINE),
+    ((ME, NOW - 100), MINE),  # its own, even expired: a leftover of an earlier attempt here
+    ((OTHER, NOW - 0.001), EXPIRED),
+    ((OTHER, NOW - 3600), EXPIRED),
+    ((OTHER, NOW), CLAIMED),  # expires at NOW: still live (TAKE takes only `expires < now`)
+    ((OTHER, NOW + 0.001), CLAIMED),
+    ((OTHER, NOW + 200), CLAIMED),
+]
+
+
+@pytest.mark.parametrize(("holder", "want"), STATES)
+def test_state(holder: tuple[str, float] | None, want: str) -> None:
+    assert claims.state(holder, ME, NOW) == want
+
+
+DECISIONS = [
+    # (holder, seconds of budget left) -> Step
+    (None, 100.0, Step(True)),
+    (None, 0.0, Step(True)),  # free: taken even with no time left (as a free lock is)
+    ((ME, NOW + 50), 100.0, Step(True)),
+    ((OTHER, NOW - 30), 100.0, Step(True, note=f"claim of {OTHER} expired 30 s ago (that "
+                                               "relay stopped?): taking the message over")),
+    ((OTHER, NOW - 30), 0.0, Step(True, note=f"claim of {OTHER} expired 30 s ago (that "
+                                             "relay stopped?): taking the message over")),
+    # another relay's live claim: look again in POLL seconds, or sooner when less is left
+    ((OTHER, NOW + 200), 100.0, Step(False, wait=POLL)),
+    ((OTHER, NOW + 200), 0.2, Step(False, wait=0.2)),
+    ((OTHER, NOW + 0.1), 100.0, Step(False, wait=0.1 + 0.01)),  # it ends before the poll
+    ((OTHER, NOW), 100.0, Step(False, wait=0.01)),
+    # ... and 451 4.4.5 once the budget is used up: nothing was sent
+    ((OTHER, NOW + 200), 0.0, Step(False, reply=BUSY)),
+    ((OTHER, NOW + 200), -5.0, Step(False, reply=BUSY)),
+]
+
+
+@pytest.mark.parametrize(("holder", "left", "want"), DECISIONS)
+def test_decide(holder: tuple[str, float] | None, left: float, want: Step) -> None:
+    got = claims.decide(holder, ME, NOW, left)
+    assert got.take == want.take and got.reply == want.reply and got.note == want.note
+    assert got.wait == pytest.approx(want.wait) if want.wait is not None else got.wait is None
+
+
+def test_the_busy_reply_is_the_one_an_attempt_in_the_same_process_gets() -> None:
+    assert BUSY == "451 4.4.5 an earlier delivery of this message is still in progress"
+
+
+T = claims.Timing(lease=210.0, renew=70.0, copy=70.0)
+
+HALTS = [
+    # (now, lease confirmed until, lost) -> why no further copy starts, or None
+    (NOW, NOW + 210, False, None),  # just taken or renewed
+    (NOW, NOW + 140, False, None),  # a renewal due now
+    (NOW, NOW + 70.001, False, None),  # a renewal a whole `copy` late: still going
+    (NOW, NOW + 70, False, RUNNING_OUT),  # a copy started now could outlast the lease
+    (NOW, NOW + 10, False, RUNNING_OUT),
+    (NOW, NOW - 10, False, RUNNING_OUT),
+    (NOW, NOW + 210, True, LOST),  # another relay took the claim over
+]
+
+
+@pytest.mark.parametrize(("now", "until", "lost", "want"), HALTS)
+def test_halt(now: float, until: float, lost: bool, want: str | None) -> None:
+    assert claims.halt(now, until, T, lost) == want
+
+
+@pytest.mark.parametrize(("timeout", "lease", "renew", "copy"), [
+    (60.0, 210.0, 70.0, 70.0),  # the default: a kill -9 claim is gone before Postfix retries
+    (5.0, 45.0, 15.0, 15.0),
+    (1.0, 33.0, 11.0, 11.0),
+])
+def test_timing_from_the_upstream_timeout(timeout: float, lease: float, renew: float,
+                                          copy: float) -> None:
+    t = claims.timing(timeout)
+    assert (t.lease, t.renew, t.copy) == (lease, renew, copy)
+    # a renewal may be a whole `copy` late before copies pause, and a copy started just before
+    # they pause ends before the lease does
+    assert t.lease - t.renew - t.copy >= t.copy

@@ -1,0 +1,287 @@
+"""Claims across relays on a real database: the claim SQL against the table of
+tests/test_claims.py, two connections racing for one claim, and two relays (two
+relay.server.Relay instances, each with its own upstream sink, one SQLite file and one key
+file) sharing a list's delivery: a retry crossing over, the same message on both at once, the
+claim of a killed relay, renewal while a fan-out runs, a claim taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Sink, StartRelay, make_message, smtp_send, start_sink
+from test_claims import ME, NOW, OTHER, STATES
+
+from relay import claims, keys, lease
+from relay.claims import EXPIRED, FREE, MINE
+from relay.config import Config
+from relay.decoding import decode
+from relay.fingerprint import prepare
+from relay.hashes import message_identity
+from relay.store import ACCEPTED, Store
+from relay.tokens import excerpt_words
+
+BOSS = "boss@example.com"
+LIST = "all-staff@example.com"
+
+
+# --- the SQL on a real database -------------------------------------------------------------
+
+@pytest.mark.parametrize(("holder", "found"), STATES)
+def test_take_follows_the_table(tmp_path: Path, holder: tuple[str, float] | None,
+                                found: str) -> None:
+    store = Store(tmp_path / "r.db")
+    if holder is not None:
+        store.db.conn.execute("INSERT INTO claims VALUES ('id1', ?, ?)", holder)
+    assert lease.holder(store, "id1") == holder
+    taken = lease.take(store, "id1", ME, NOW, NOW + 210)
+    assert taken == (found in (FREE, MINE, EXPIRED))
+    assert lease.holder(store, "id1") == ((ME, NOW + 210) if taken else holder)
+    store.close()
+
+
+def test_release_removes_its_own_claim_and_expired_ones_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    for identity, owner, expires in [("mine", ME, NOW + 100), ("live", OTHER, NOW + 100),
+                                     ("dead", OTHER, NOW - 1), ("other", ME, NOW + 100)]:
+        assert lease.take(store, identity, owner, NOW - 50, expires)
+    lease.release(store, "mine", ME, NOW)
+    lease.release(store, "live", ME, NOW)  # not ME's: stays
+    assert dict(store.db.execute("SELECT identity, owner FROM claims").fetchall()) == {
+        "live": OTHER, "other": ME}
+    store.close()
+
+
+def test_two_connections_never_both_take_a_claim(tmp_path: Path) -> None:
+    """Two connections (as two relay processes) take the same 300 claims at the same moments:
+    each claim is taken exactly once."""
+    Store(tmp_path / "r.db").close()
+    won: list[list[str]] = [[], []]
+    gate = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        store = Store(tmp_path / "r.db")  # a connection of its own, in its thread
+        for n in range(300):
+            gate.wait()
+            if lease.take(store, f"id{n}", f"owner{i}", NOW, NOW + 60):
+                won[i].append(f"id{n}")
+        store.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won[0] + won[1]) == sorted(f"id{n}" for n in range(300))
+    assert won[0] and won[1]  # both connections won some: they really raced
+
+
+# --- two relays, one log --------------------------------------------------------------------
+
+@pytest.fixture
+async def sinks() -> AsyncIterator[tuple[Sink, Sink]]:
+    a, b = await start_sink(), await start_sink()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def two_relays(base_cfg: Config, start_relay: StartRelay, sinks: tuple[Sink, Sink],
+                     **kw: Any) -> tuple[Any, Any]:
+    """Two relays on one database and key file, each sending to its own upstream (as two
+    Postfix hosts, each with its own relay)."""
+    return (await start_relay(replace(base_cfg, upstream_port=sinks[0].port, **kw)),
+            await start_relay(replace(base_cfg, upstream_port=sinks[1].port, **kw)))
+
+
+def copies(*sinks: Sink) -> Counter[str]:
+    got = Counter(r for s in sinks for m in s.messages for r in m.rcpt_tos)
+    assert all(len(m.rcpt_tos) == 1 for s in sinks for m in s.messages)
+    return got
+
+
+def claims_left(cfg: Config) -> list[tuple[str, str, float]]:
+    with sqlite3.connect(cfg.db_path) as conn:
+        return conn.execute("SELECT * FROM claims").fetchall()
+
+
+async def test_a_list_of_2000_split_across_two_relays_gets_one_copy_each(
+        base_cfg: Config, start_relay: StartRelay, sinks: tuple[Sink, Sink],
+        tmp_path: Path) -> None:
+    """Relay A delivers 2,000 members but its upstream temp-fails every third; the retry goes
+    to relay B, which sends exactly the missing copies, byte for byte the copies A would have
+    made; a third attempt, on A, sends nothing. A leak of a copy from either host decodes to
+    its recipient."""
+    members = [f"member{i:04d}@example.com" for i in range(2000)]
+    f = tmp_path / "staff.txt"
+    f.write_text("\n".join(members) + "\n")
+    a, b = await two_relays(base_cfg, start_relay, sinks, members={LIST: f}, concurrency=8)
+    sa, sb = sinks
+    refused = members[::3]
+    for r in refused:
+        sa.rcpt_replies[r] = "451 4.2.1 mailbox busy, try later"
+    data = make_message()
+    reply = await smtp_send(a.port, BOSS, [LIST], data)
+    assert reply.startswith("451"), reply
+    assert copies(sa) == Counter(set(members) - set(refused))
+    assert (await smtp_send(b.port, BOSS, [LIST], data)).startswith("250")
+    assert copies(sb) == Counter(refused)  # only the missing copies, from B
+    assert (await smtp_send(a.port, BOSS, [LIST], data)).startswith("250")
+    assert copies(sa, sb) == Counter(members)  # every member exactly one copy
+    assert len(sa.messages) + len(sb.messages) == 2000
+    assert claims_left(base_cfg) == []
+
+    # the copies are those of one signing, whichever relay made them
+    store = Store(base_cfg.db_path, create=False)
+    identity = message_identity(data, BOSS)
+    key_id, scheme = store.signing_of(identity)
+    ring = keys.load(base_cfg.key_file)
+    p = prepare(data, BOSS, key_id, ring.get(key_id), scheme)
+    made = {m.rcpt_tos[0]: m.data for s in sinks for m in s.messages}
+    assert all(made[r] == p.copy_for(r) for r in members)
+    assert len(set(made.values())) == 2000
+    assert set(store.copy_details(identity).values()) == {(ACCEPTED, "250 accepted")}
+
+    for leaker, sink in ((members[1], sa), (refused[5], sb)):
+        (leaked,) = [m.data for m in sink.messages if m.rcpt_tos == [leaker]]
+        text = leaked.split(b"\r\n\r\n", 1)[1].decode()
+        rep = decode([excerpt_words(text)], store, ring, base_cfg.threshold)
+        assert rep.verdict == "identified", rep.as_json()
+        assert rep.candidates[0].recipient == leaker
+    store.close()
+
+
+async def test_the_same_message_on_two_relays_at_once_is_sent_once(
+        base_cfg: Config, start_relay: StartRelay, sinks: tuple[Sink, Sink]) -> None:
+    """Both relays get the message at the same moment: one sends every copy, the other waits
+    for its claim and then finds nothing left to send."""
+    a, b = await two_relays(base_cfg, start_relay, sinks, concurrency=2)
+    for s in sinks:
+        s.data_delay = 0.03
+    rcpts = [f"p{i}@example.com" for i in range(30)]
+    data = make_message()
+    replies = await asyncio.gather(smtp_send(a.port, BOSS, rcpts, data),
+                                   smtp_send(b.port, BOSS, rcpts, data))
+    assert all(r.startswith("250") for r in replies), replies
+    assert copies(*sinks) == Counter(rcpts)
+    assert sorted([len(sinks[0].messages), len(sinks[1].messages)]) == [0, 30]
+    assert claims_left(base_cfg) == []
+
+
+async def test_a_relay_out_of_time_answers_451_and_sends_nothing(
+        base_cfg: Config, start_relay: StartRelay, sinks: tuple[Sink, Sink]) -> None:
+    """Relay A fans out slowly and temp-fails three copies; relay B, with a short budget, gets
+    the same message meanwhile: 451 4.4.5 and nothing sent. B's retry after A is done sends
+    the three copies A could not."""
+    a = await start_relay(replace(base_cfg, upstream_port=sinks[0].port, concurrency=2))
+    b = await start_relay(replace(base_cfg, upstream_port=sinks[1].port, concurrency=2,
+                                  fanout_budget=0.5))
+    sinks[0].data_delay = 0.1
+    rcpts = [f"p{i}@example.com" for i in range(40)]
+    for r in rcpts[:3]:
+        sinks[0].rcpt_replies[r] = "450 4.2.1 busy"
+    data = make_message()
+    first = asyncio.ensure_future(smtp_send(a.port, BOSS, rcpts, data))
+    while not sinks[0].messages:
+        await asyncio.sleep(0.01)
+    reply = await smtp_send(b.port, BOSS, rcpts, data)
+    assert reply.startswith("451 4.4.5 an earlier delivery"), reply
+    assert sinks[1].messages == []
+    assert not first.done()
+    assert (await first).startswith("45")
+    assert (await smtp_send(b.port, BOSS, rcpts, data)).startswith("250")
+    assert copies(sinks[1]) == Counter(rcpts[:3])
+    assert copies(*sinks) == Counter(rcpts)
+
+
+async def test_the_claim_of_a_killed_relay_expires_and_is_taken_over(
+        cfg: Config, relay: Any, sink: Sink, caplog: pytest.LogCaptureFixture) -> None:
+    """A relay killed with -9 leaves its claim behind (the row, never renewed): once it has
+    expired, the retry takes it over and completes, with one log line."""
+    data = make_message()
+    rcpts = [f"p{i}@example.com" for i in range(6)]
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("INSERT INTO claims VALUES (?, 'mx9/4242/dead', ?)",
+                     [message_identity(data, BOSS), time.time() - 5])
+    with caplog.at_level(logging.WARNING, "relay"):
+        assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert copies(sink) == Counter(rcpts)
+    assert any("claim of mx9/4242/dead expired 5 s ago" in r.getMessage()
+               and "taking the message over" in r.getMessage() for r in caplog.records)
+    assert claims_left(cfg) == []
+
+
+async def test_a_live_claim_of_another_relay_is_451_until_released(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    relay = await start_relay(replace(cfg, fanout_budget=0.5))
+    data = make_message()
+    rcpts = [f"p{i}@example.com" for i in range(6)]
+    identity = message_identity(data, BOSS)
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("INSERT INTO claims VALUES (?, 'mx2/77/live', ?)",
+                     [identity, time.time() + 600])
+    reply = await smtp_send(relay.port, BOSS, rcpts, data)
+    assert reply.startswith("451 4.4.5"), reply
+    assert sink.messages == []
+    with sqlite3.connect(cfg.db_path) as conn:  # that relay is done
+        conn.execute("DELETE FROM claims WHERE identity = ?", [identity])
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert copies(sink) == Counter(rcpts)
+
+
+async def test_the_claim_is_renewed_while_a_long_fanout_runs(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """A fan-out that outlasts the lease several times over keeps its claim: renewed every
+    `renew` seconds, never expired while it runs, released at the end. Without the renewals
+    the copies would stop once the lease ran low (claims.halt)."""
+    relay = await start_relay(replace(cfg, concurrency=1))
+    relay.deliverer.claimer.timing = claims.Timing(lease=1.2, renew=0.3, copy=0.3)
+    sink.data_delay = 0.1
+    rcpts = [f"p{i}@example.com" for i in range(30)]  # about 3 s of copies
+    task = asyncio.ensure_future(smtp_send(relay.port, BOSS, rcpts, make_message()))
+    seen: list[float] = []
+    while not task.done():
+        rows = claims_left(cfg)
+        if rows:
+            assert rows[0][2] > time.time()  # never expired while the fan-out runs
+            seen.append(rows[0][2])
+        await asyncio.sleep(0.1)
+    assert (await task).startswith("250")
+    assert copies(sink) == Counter(rcpts)
+    assert len(set(seen)) >= 5 and seen == sorted(seen)  # renewed, always forward
+    assert claims_left(cfg) == []
+
+
+async def test_a_claim_taken_over_stops_the_copies(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """Another relay takes the claim over mid fan-out (as after this one's lease ran out): the
+    next renewal finds it gone, no further copy starts, the reply is 451; once that relay is
+    done, the retry completes with one copy each."""
+    relay = await start_relay(replace(cfg, concurrency=1))
+    relay.deliverer.claimer.timing = claims.Timing(lease=1.2, renew=0.3, copy=0.3)
+    sink.data_delay = 0.1
+    rcpts = [f"p{i}@example.com" for i in range(30)]
+    data = make_message()
+    task = asyncio.ensure_future(smtp_send(relay.port, BOSS, rcpts, data))
+    while len(sink.messages) < 3:
+        await asyncio.sleep(0.01)
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("UPDATE claims SET owner = 'mx2/77/other', expires = ?", [time.time() + 60])
+    reply = await task
+    assert reply.startswith("451 4.4.5"), reply
+    assert "another relay took this message over" in reply
+    sent = len(sink.messages)
+    assert 3 <= sent <= 3 + 5  # the copies until the next renewal (0.3 s at 0.1 s each)
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("DELETE FROM claims")
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert copies(sink) == Counter(rcpts)
