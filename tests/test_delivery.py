@@ -403,6 +403,31 @@ async def test_store_failing_mid_fanout_never_doubles(cfg: Config, start_relay: 
     assert set((await copies_in_store(relay)).values()) == {ACCEPTED}
 
 
+async def test_ordinary_mail_passes_without_the_store_all_staff_mail_waits(
+        relay, sink: Sink) -> None:
+    """The database gone under the relay (its connection closed: every call fails, as when a
+    database server goes away): ordinary mail is still delivered; a partial delivery is 451 and
+    its retry goes only to the rest (what the process remembers); all-staff mail is 451 4.3.0
+    with nothing sent, never a lost or doubled copy."""
+    await relay.store.run(lambda s: s.db.conn.close())
+    data = make_message(to="b@example.com")
+    rcpts = ["a@example.com", "b@example.com", "c@example.com"]
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert [(m.rcpt_tos, m.data) for m in sink.messages] == [(rcpts, data)]
+    sink.messages.clear()
+    other = make_message(to="b@example.com", subject="Lunch")
+    sink.rcpt_replies["b@example.com"] = "451 4.3.0 try later"
+    assert (await smtp_send(relay.port, BOSS, rcpts, other)).startswith("451")
+    sink.rcpt_replies.clear()
+    assert (await smtp_send(relay.port, BOSS, rcpts, other)).startswith("250")
+    assert [m.rcpt_tos for m in sink.messages] == [["a@example.com", "c@example.com"],
+                                                   ["b@example.com"]]
+    sink.messages.clear()
+    reply = await smtp_send(relay.port, BOSS, STAFF, make_message())
+    assert reply.startswith("451 4.3.0"), reply
+    assert sink.messages == []
+
+
 # --- Postfix smtp-sink as a faulty upstream -------------------------------------------------
 
 
