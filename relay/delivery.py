@@ -40,7 +40,7 @@ from .config import Config
 from .fanout import PREPARE_INLINE, Untouched, send_copies
 from .hashes import message_identity
 from .keys import KeyFileError, Keyring
-from .lease import Busy, Claimer
+from .lease import KEEP, Busy, Claimer
 from .metrics import Metrics
 from .outcomes import PERMFAIL, TEMPFAIL, Outcome, wire_sender
 from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
@@ -235,13 +235,12 @@ class Deliverer:
             txn.identity = message_identity(txn.data, txn.sender)
         return txn.identity
 
-    async def _read(self, txn: Transaction, read: Awaitable[Any], default: Any,
-                    needed: bool) -> Any:
+    async def _read(self, txn: Transaction, read: Awaitable[Any], default: Any, need: bool) -> Any:
         """A store read; `default` when the store fails and the mail may go without it."""
         try:
             return await read
         except StoreError as e:
-            if needed:
+            if need:
                 raise
             log.error("%s store trouble, delivering without its record: %s", txn.qid, e)
             return default
@@ -252,7 +251,7 @@ class Deliverer:
                         record_all: bool = False) -> str:
         identity = await self._identity_of(txn)
         async with (self._identity(identity, stop_new),
-                    self.claimer.held(identity, stop_new, txn.qid, record_all) as held):
+                    self.claimer.held(identity, stop_new, txn.qid, record_all, None) as held):
             prior = await self._read(txn, self.store.delivery_states(identity), {}, record_all)
             known = outcomes.recorded(prior) | {
                 k: o for k, (_, o) in self._unrecorded_deliveries.get(identity, {}).items()}
@@ -318,8 +317,9 @@ class Deliverer:
             assert prepared.identity == identity
             for reason in prepared.skipped:
                 log.info("%s part left unchanged: %s", txn.qid, reason)
+        signing = (prepared.key_id, prepared.scheme) if prepared and earlier is None else KEEP
         async with (self._identity(identity, stop_new),
-                    self.claimer.held(identity, stop_new, txn.qid) as held):
+                    self.claimer.held(identity, stop_new, txn.qid, True, signing) as held):
             if prepared is not None:
                 await self.store.record_message(prepared.log_entry(txn.sender))
             known = outcomes.recorded(await self.store.copy_details(identity))

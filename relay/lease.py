@@ -22,6 +22,7 @@ from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from .asyncstore import AsyncStore
+    from .scheme import Scheme
 
 log = logging.getLogger("relay")
 
@@ -58,6 +59,9 @@ def release(store: Store, identity: str, owner: str, now: float) -> None:
 
 # --- the Deliverer's hold on a message identity ------------------------------------------------
 
+KEEP = object()  # Claimer.held: no decision made before the claim to check under it
+
+
 class Busy(Exception):
     """Another relay holds the claim and the time budget is used up (claims.BUSY)."""
 
@@ -90,11 +94,12 @@ class Claimer:
         self.owner = owner or owner_id()
 
     @contextlib.asynccontextmanager
-    async def held(self, identity: str, stop_new: float, qid: str = "-",
-                   needed: bool = True) -> AsyncIterator[Held]:
+    async def held(self, identity: str, stop_new: float, qid: str = "-", needed: bool = True,
+                   signing: object = KEEP) -> AsyncIterator[Held]:
         """Hold the claim on `identity` while the body runs: take it, or wait for another
         relay's until `stop_new` (the loop's clock) and then raise Busy, having sent nothing;
-        renew it meanwhile; release it after. With `needed` False: no claim (ordinary mail)."""
+        renew it meanwhile; release it after. With `needed` False: no claim (ordinary mail).
+        `signing`: what the Deliverer decided before the claim (`recheck`); KEEP: nothing."""
         if not needed:
             yield Held(claims.Timing(math.inf, math.inf, 0.0), math.inf)
             return
@@ -116,6 +121,8 @@ class Claimer:
         hold = Held(self.timing, until)
         renewer = loop.create_task(self._renew(identity, hold, qid))
         try:
+            if signing is not KEEP:
+                await self.recheck(identity, signing, qid)  # type: ignore[arg-type]
             yield hold
         finally:
             renewer.cancel()
@@ -125,6 +132,18 @@ class Claimer:
                 await self.store.release_claim(identity, self.owner, time.time())
             except StoreError as e:
                 log.warning("%s claim not released (it expires by itself): %s", qid, e)
+
+    async def recheck(self, identity: str, signing: tuple[str, Scheme] | None,
+                      qid: str = "-") -> None:
+        """Under the claim: Busy unless what the Deliverer decided before taking it still holds
+        (the retry decides again). Another relay may have logged the message meanwhile, signed
+        otherwise than `signing` (None: it was to go untouched), or delivered it untouched."""
+        logged = await self.store.signing_of(identity)
+        if (logged is not None and logged != signing) or (
+                signing is not None and await self.store.delivery_states(identity)):
+            log.info("%s signed or delivered by another relay meanwhile: 451, the retry "
+                     "follows it", qid)
+            raise Busy(claims.BUSY)
 
     async def _renew(self, identity: str, hold: Held, qid: str) -> None:
         failing = False

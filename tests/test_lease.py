@@ -27,6 +27,7 @@ from relay.config import Config
 from relay.decoding import decode
 from relay.fingerprint import prepare
 from relay.hashes import message_identity
+from relay.scheme import SCHEME
 from relay.store import ACCEPTED, Store
 from relay.tokens import excerpt_words
 
@@ -285,3 +286,33 @@ async def test_a_claim_taken_over_stops_the_copies(
         conn.execute("DELETE FROM claims")
     assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
     assert copies(sink) == Counter(rcpts)
+
+
+async def test_a_message_another_relay_signed_meanwhile_is_finished_its_way(
+        cfg: Config, start_relay: StartRelay, sink: Sink) -> None:
+    """This relay (profile dense) reads the log (nothing there yet), analyses the message and
+    waits for another relay's claim; that relay logs the message signed its way (standard) and
+    sends two copies. Under the claim this relay finds the log changed: 451 4.4.5, nothing
+    sent; its retry makes the other copies as the other relay signed them."""
+    relay = await start_relay(replace(cfg, profile="dense"))
+    data = make_message()
+    rcpts = [f"p{i}@example.com" for i in range(6)]
+    identity = message_identity(data, BOSS)
+    with sqlite3.connect(cfg.db_path) as conn:
+        conn.execute("INSERT INTO claims VALUES (?, 'mx2/77/other', ?)",
+                     [identity, time.time() + 600])
+    task = asyncio.ensure_future(smtp_send(relay.port, BOSS, rcpts, data))
+    await asyncio.sleep(2.0)  # read the log, analysed, waiting for the claim
+    kid, key = keys.load(cfg.key_file).current
+    theirs = prepare(data, BOSS, kid, key, SCHEME.with_rate(1 / 6))
+    store = Store(cfg.db_path, create=False)
+    store.record_message(**theirs.log_entry(BOSS))
+    store.set_copy_states(identity, [(r, ACCEPTED, "250 ok") for r in rcpts[:2]])
+    store.db.conn.execute("DELETE FROM claims")
+    store.close()
+    reply = await task
+    assert reply.startswith("451 4.4.5"), reply
+    assert sink.messages == []
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert copies(sink) == Counter(rcpts[2:])
+    assert all(m.data == theirs.copy_for(m.rcpt_tos[0]) for m in sink.messages)
