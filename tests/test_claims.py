@@ -5,24 +5,10 @@ tests/test_lease.py runs the same rows against the SQL on a real database."""
 from __future__ import annotations
 
 import pytest
+from claimrows import ME, NOW, OTHER, STATES
 
 from relay import claims
-from relay.claims import BUSY, CLAIMED, EXPIRED, FREE, LOST, MINE, POLL, RUNNING_OUT, Step
-
-ME, OTHER = "mx1/100/aa", "mx2/200/bb"
-NOW = 1_000_000.0
-
-STATES = [
-    # (holder (owner, expires) or None) -> the state ME finds it in, at NOW
-    (None, FREE),
-    ((ME, NOW + 100), MINE),
-    ((ME, NOW - 100), MINE),  # its own, even expired: a leftover of an earlier attempt here
-    ((OTHER, NOW - 0.001), EXPIRED),
-    ((OTHER, NOW - 3600), EXPIRED),
-    ((OTHER, NOW), CLAIMED),  # expires at NOW: still live (TAKE takes only `expires < now`)
-    ((OTHER, NOW + 0.001), CLAIMED),
-    ((OTHER, NOW + 200), CLAIMED),
-]
+from relay.claims import BUSY, LOST, POLL, RUNNING_OUT, Step
 
 
 @pytest.mark.parametrize(("holder", "want"), STATES)

@@ -1,8 +1,10 @@
 """Claims across relays on a real database: the claim SQL against the table of
-tests/test_claims.py, two connections racing for one claim, and two relays (two
+tests/claimrows.py, two connections racing for one claim, and two relays (two
 relay.server.Relay instances, each with its own upstream sink, one SQLite file and one key
 file) sharing a list's delivery: a retry crossing over, the same message on both at once, the
-claim of a killed relay, renewal while a fan-out runs, a claim taken over."""
+claim of a killed relay, renewal while a fan-out runs, a claim taken over. And two `relay
+serve` processes on one SQLite file, one killed with SIGKILL mid fan-out (the process helpers
+are tests/test_crash.py's, as bench/crash_loop.py uses them)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claimrows import ME, NOW, OTHER, STATES
 from conftest import Sink, StartRelay, make_message, smtp_send, start_sink
-from test_claims import ME, NOW, OTHER, STATES
+from test_crash import (
+    SENDER,
+    RelayProcess,
+    SinkProcess,
+    all_staff_message,
+    committed_copies,
+    expected_copies,
+    recipients,
+    send_once,
+    send_until_250,
+)
 
 from relay import claims, keys, lease
 from relay.claims import EXPIRED, FREE, MINE
@@ -316,3 +329,76 @@ async def test_a_message_another_relay_signed_meanwhile_is_finished_its_way(
     assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
     assert copies(sink) == Counter(rcpts[2:])
     assert all(m.data == theirs.copy_for(m.rcpt_tos[0]) for m in sink.messages)
+
+
+# --- two `relay serve` processes, one killed ---------------------------------------------------
+
+def serve_config(workdir: Path, upstream_port: int, fanout_budget: float) -> Path:
+    """A relay's config in its own folder, the database and key file shared (../var)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.toml"
+    path.write_text(
+        '[listen]\nhost = "127.0.0.1"\nport = 0\nhostname = "relay.test"\n'
+        f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nconcurrency = 2\n'
+        f"timeout = 5\nfanout_budget = {fanout_budget}\n"
+        '[policy]\nlists = ["all-staff@example.com"]\n'
+        '[store]\npath = "../var/relay.db"\n[signature]\nkey_file = "../var/relay.key"\n')
+    return path
+
+
+def test_two_serve_processes_a_kill_9_and_the_retry_on_the_other(tmp_path: Path) -> None:
+    """Relay A (a `relay serve` process) is killed with SIGKILL mid fan-out: its claim stays in
+    the shared database, so relay B, a second process on the same file, answers the retry 451
+    4.4.5 and sends nothing while the claim lasts. Once it has expired (the test moves its
+    expiry back, as 45 s would), B takes it over, with one log line, and completes (over a few
+    retries: B's budget is 1 s): every
+    recipient has a copy, exactly its own bytes, none recorded twice; a copy sent again can
+    only be one A's upstream took in the instant before A recorded it (at most one per
+    connection, as for one relay)."""
+    sink = SinkProcess(tmp_path / "sink.log", delay=0.05)
+    relays: list[RelayProcess] = []
+    try:
+        a = RelayProcess(serve_config(tmp_path / "a", sink.port, 240))
+        relays.append(a)
+        b = RelayProcess(serve_config(tmp_path / "b", sink.port, 1))
+        relays.append(b)
+        data, rcpts = all_staff_message(), recipients(40)
+        first: list[str] = []
+        client = threading.Thread(target=lambda: first.append(
+            send_once(a.port, SENDER, rcpts, data, timeout=60)), daemon=True)
+        client.start()
+        deadline = time.monotonic() + 30
+        while sink.count() < 10 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        a.kill()
+        client.join(30)
+        time.sleep(0.2)  # the sink settles
+        db = tmp_path / "var" / "relay.db"
+        accepted = committed_copies(db)
+        held = {r for c in sink.copies() for r in c.rcpts}
+        with sqlite3.connect(db) as conn:
+            (owner, expires), = conn.execute("SELECT owner, expires FROM claims").fetchall()
+        assert f"/{a.pid}/" in owner and time.time() < expires <= time.time() + 45
+        before = sink.count()
+        reply = send_once(b.port, SENDER, rcpts, data)
+        assert reply.startswith("451 4.4.5"), reply
+        assert sink.count() == before  # nothing sent while the dead relay's claim lasts
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE claims SET expires = ?", [time.time() - 1])
+        replies = send_until_250(b.port, SENDER, rcpts, data, time.monotonic() + 60)
+        assert replies[-1].startswith("250"), replies  # B's budget is 1 s: retries resume
+        assert "taking the message over" in b.log_text()
+        assert first and first[0].startswith("---")  # the kill broke A's session
+        got = Counter(r for c in sink.copies() for r in c.rcpts)
+        assert set(got) == set(rcpts)
+        expect = expected_copies(tmp_path, data, rcpts)
+        assert all(c.data == expect[c.rcpts[0]] for c in sink.copies())
+        doubled = {r for r, n in got.items() if n > 1}
+        assert doubled <= held - accepted and len(doubled) <= 2, (doubled, held - accepted)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM claims").fetchone() == (0,)
+        assert b.terminate() == 0
+    finally:
+        for r in relays:
+            r.kill()
+        sink.stop()
