@@ -84,6 +84,9 @@ class AsyncStore:
     async def take_claim(self, identity: str, owner: str, now: float, until: float) -> bool:
         return await self.run(lambda s: lease.take(s, identity, owner, now, until))
 
+    async def seize_claim(self, identity: str, gone: str, owner: str, until: float) -> bool:
+        return await self.run(lambda s: lease.seize(s, identity, gone, owner, until))
+
     async def release_claim(self, identity: str, owner: str, now: float) -> None:
         await self.run(lambda s: lease.release(s, identity, owner, now))
 

@@ -7,10 +7,13 @@ identity with a lock; across processes a *claim* does: a row (identity, owner, e
 table `claims`, taken by one statement (`TAKE`, portable SQL: it runs unchanged on SQLite and
 PostgreSQL), so that two relays can never both hold it. The claim is a lease: its owner renews
 it while a long fan-out runs and deletes it at the end; a relay killed with -9 leaves a claim
-that simply expires.
+that expires, or, on its own host, is taken over at once: every relay holds a lock file while
+it lives (relay.lease.Liveness; the kernel releases it when the process dies, kill -9 included),
+so a relay restarted after a kill, or another one on that host, sees the owner is gone.
 
-* `decide`: what a relay does on finding the identity free, its own, expired or claimed by
-  another live owner (take it, or wait and look again, or answer 451 4.4.5 when its time is up).
+* `decide`: what a relay does on finding the identity free, its own, expired, held by a process
+  known to be gone, or claimed by another live owner (take it, or wait and look again, or
+  answer 451 4.4.5 when its time is up).
 * `timing`: the lease length, the renewal interval and how long before the lease ends a copy
   may still start, all from `[upstream] timeout` (see `timing`).
 * `halt`: why the holder starts no further copy (its lease may run out before the copy ends,
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # the owner's claim states
-FREE, MINE, EXPIRED, CLAIMED = "free", "mine", "expired", "claimed"
+FREE, MINE, EXPIRED, GONE, CLAIMED = "free", "mine", "expired", "gone", "claimed"
 
 BUSY = "451 4.4.5 an earlier delivery of this message is still in progress"
 LOST = "451 4.4.5 another relay took this message over; the rest follows on retry"
@@ -39,12 +42,14 @@ POLL = 0.5  # seconds between two looks at a claim held by another relay
 # placeholders; the table is migration 8 in relay.store. TAKE inserts the claim, or takes over
 # a row that is expired or already the owner's; a live claim of another owner is left alone
 # (rowcount 0): one statement, so two relays never both get it. RELEASE deletes the owner's
-# claim and any claim expired before a time given.
+# claim and any claim expired before a time given. SEIZE takes over the live claim of an owner
+# known to be gone, only if that owner still holds it (compare and swap).
 TAKE = ("INSERT INTO claims (identity, owner, expires) VALUES (?, ?, ?) "
         "ON CONFLICT(identity) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
         "WHERE claims.expires < ? OR claims.owner = excluded.owner")
 HOLDER = "SELECT owner, expires FROM claims WHERE identity = ?"
 RELEASE = "DELETE FROM claims WHERE (identity = ? AND owner = ?) OR expires < ?"
+SEIZE = "UPDATE claims SET owner = ?, expires = ? WHERE identity = ? AND owner = ?"
 
 
 @dataclass(frozen=True)
@@ -73,41 +78,51 @@ def timing(upstream_timeout: float) -> Timing:
     return Timing(lease=3 * copy, renew=copy, copy=copy)
 
 
-def state(holder: tuple[str, float] | None, me: str, now: float) -> str:
+def state(holder: tuple[str, float] | None, me: str, now: float, gone: bool = False) -> str:
     """The claim as `me` finds it: FREE (no row), MINE, EXPIRED (another owner's, ended before
-    `now`) or CLAIMED (another owner's, live). The same rule as TAKE's WHERE clause."""
+    `now`), GONE (another owner's, live, but that process is known to be gone: `gone`) or
+    CLAIMED (another owner's, live). FREE, MINE and EXPIRED are TAKE's WHERE clause."""
     if holder is None:
         return FREE
     owner, expires = holder
     if owner == me:
         return MINE
-    return EXPIRED if expires < now else CLAIMED
+    if expires < now:
+        return EXPIRED
+    return GONE if gone else CLAIMED
 
 
 @dataclass(frozen=True)
 class Step:
-    """What to do about a claim: take it (`take`), or look again after `wait` seconds, or
-    answer the client `reply`; `note`: a log line (an expired claim taken over)."""
+    """What to do about a claim: take it (`take`; by SEIZE from the owner `seize` when that one
+    is gone), or look again after `wait` seconds, or answer the client `reply`; `note`: a log
+    line (a claim taken over)."""
 
     take: bool
     wait: float | None = None
     reply: str | None = None
     note: str | None = None
+    seize: str | None = None
 
 
-def decide(holder: tuple[str, float] | None, me: str, now: float, left: float) -> Step:
+def decide(holder: tuple[str, float] | None, me: str, now: float, left: float,
+           gone: bool = False) -> Step:
     """What `me` does about the claim on a message it is about to deliver, with `left` seconds
     of its time budget to go: a free, own or expired claim is taken (TAKE decides if two take
-    it at once); another relay's live claim is waited for, looking again every POLL seconds,
-    as an attempt waits for an earlier one in the same process, and answered 451 4.4.5 (the
-    client retries later) once the budget is used up. Nothing is sent meanwhile."""
-    s = state(holder, me, now)
+    it at once), so is the claim of a process known to be gone (SEIZE, only from that owner);
+    another relay's live claim is waited for, looking again every POLL seconds, as an attempt
+    waits for an earlier one in the same process, and answered 451 4.4.5 (the client retries
+    later) once the budget is used up. Nothing is sent meanwhile."""
+    s = state(holder, me, now, gone)
     if s in (FREE, MINE):
         return Step(True)
     assert holder is not None
     if s == EXPIRED:
         return Step(True, note=f"claim of {holder[0]} expired {now - holder[1]:.0f} s ago "
                                 f"(that relay stopped?): taking the message over")
+    if s == GONE:
+        return Step(True, note=f"claim of {holder[0]}: that process is gone (killed?), taking "
+                                f"the message over", seize=holder[0])
     if left <= 0:
         return Step(False, reply=BUSY)
     return Step(False, wait=min(POLL, left, max(holder[1] - now, 0.0) + 0.01))

@@ -97,8 +97,8 @@ class Deliverer:
         self.metrics = Metrics()  # counted always, served when [metrics] listen is set
         self.analyser: analysis.Analyser | None = None  # see start()
         self._analyses: dict[str, asyncio.Task[fingerprint.Prepared]] = {}
-        # one delivery of a message identity at a time across relays sharing the log
-        self.claimer = Claimer(store, claims.timing(cfg.upstream_timeout))
+        self.claimer = Claimer(store, claims.timing(cfg.upstream_timeout),  # across relays
+                               cfg.key_file.parent / "owners")
 
     async def start(self) -> None:
         """Start the analysis workers and wait for them to be ready."""

@@ -1,11 +1,13 @@
-"""Claims across relays, the shell (relay.claims decides): the claim SQL run on a Store, and
-the Deliverer's hold on a message identity (`Claimer.held`: take the claim or wait for it,
-renew it while the delivery runs, release it at the end)."""
+"""Claims across relays, the shell (relay.claims decides): the claim SQL run on a Store, this
+process's lock file that tells relays on its host whether it still lives (`Liveness`), and the
+Deliverer's hold on a message identity (`Claimer.held`: take the claim or wait for it, renew it
+while the delivery runs, release it at the end)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -15,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import claims
@@ -48,6 +51,17 @@ def take(store: Store, identity: str, owner: str, now: float, until: float) -> b
         raise StoreError(f"{store.path}: cannot claim message: {e}") from None
 
 
+def seize(store: Store, identity: str, gone: str, owner: str, until: float) -> bool:
+    """Take over the claim of `gone` (a process known to be gone) for `owner` until `until`
+    (claims.SEIZE): True when `gone` still held it."""
+    try:
+        with store.db.conn:
+            return store.db.conn.execute(claims.SEIZE, [owner, until, identity, gone]
+                                         ).rowcount == 1
+    except sqlite3.Error as e:
+        raise StoreError(f"{store.path}: cannot claim message: {e}") from None
+
+
 def release(store: Store, identity: str, owner: str, now: float) -> None:
     """Delete `owner`'s claim on `identity`, and every claim expired before `now`."""
     try:
@@ -69,7 +83,62 @@ class Busy(Exception):
 def owner_id() -> str:
     """This process's name in the claims table: host, pid and a random part (a restarted relay
     is a new owner, even with the same pid)."""
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(8)}"
+
+
+class Liveness:
+    """Whether a claim's owner on this host still lives: each relay holds an exclusive flock(2)
+    on `folder`/<its random part>.lock for as long as it runs, and the kernel releases it when
+    the process ends, however (kill -9 too). A lock file that can be locked is a dead owner's.
+    Owners on other hosts, or without a lock file here (another folder), are never judged gone:
+    their claims expire."""
+
+    STALE = 86400.0  # unlocked lock files older than this are removed when a relay starts
+
+    def __init__(self, folder: Path, owner: str) -> None:
+        self.folder, self.owner = folder, owner
+        self.host = owner.split("/", 1)[0]
+        self.fd: int | None = None
+
+    def hold(self) -> None:
+        """Create and lock this process's lock file (once); sweep stale ones."""
+        if self.fd is not None:
+            return
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for f in self.folder.glob("*.lock"):
+                if time.time() - f.stat().st_mtime > self.STALE and self._unlocked(f):
+                    f.unlink(missing_ok=True)
+            fd = os.open(self._file(self.owner), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fd = fd
+        except OSError as e:
+            self.fd = -1  # not again; relays on this host wait for this one's claims to expire
+            log.warning("%s: no lock file for claims (%s): a claim of this relay outlives "
+                        "it until it expires", self.folder, e.strerror or e)
+
+    def gone(self, owner: str) -> bool:
+        """True when `owner` ran on this host and its lock file is no longer held."""
+        if owner.split("/", 1)[0] != self.host or owner == self.owner:
+            return False
+        return self._unlocked(self._file(owner))
+
+    def _file(self, owner: str) -> Path:
+        return self.folder / f"{owner.rsplit('/', 1)[-1]}.lock"
+
+    @staticmethod
+    def _unlocked(path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return False  # no file: unknown, not gone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # closing releases a lock taken here
 
 
 @dataclass
@@ -88,10 +157,10 @@ class Held:
 class Claimer:
     """Takes, renews and releases this process's claims (relay.claims has the rules)."""
 
-    def __init__(self, store: AsyncStore, timing: claims.Timing, owner: str | None = None
-                 ) -> None:
+    def __init__(self, store: AsyncStore, timing: claims.Timing, folder: Path) -> None:
         self.store, self.timing = store, timing
-        self.owner = owner or owner_id()
+        self.owner = owner_id()
+        self.liveness = Liveness(folder, self.owner)
 
     @contextlib.asynccontextmanager
     async def held(self, identity: str, stop_new: float, qid: str = "-", needed: bool = True,
@@ -104,13 +173,17 @@ class Claimer:
             yield Held(claims.Timing(math.inf, math.inf, 0.0), math.inf)
             return
         loop = asyncio.get_running_loop()
+        self.liveness.hold()
         while True:
             now = time.time()
-            step = claims.decide(await self.store.claim_holder(identity), self.owner, now,
-                                 stop_new - loop.time())
+            holder = await self.store.claim_holder(identity)
+            gone = holder is not None and self.liveness.gone(holder[0])
+            step = claims.decide(holder, self.owner, now, stop_new - loop.time(), gone)
             if step.take:
                 until = now + self.timing.lease
-                if await self.store.take_claim(identity, self.owner, now, until):
+                if await (self.store.seize_claim(identity, step.seize, self.owner, until)
+                          if step.seize else
+                          self.store.take_claim(identity, self.owner, now, until)):
                     if step.note:
                         log.warning("%s %s", qid, step.note)
                     break

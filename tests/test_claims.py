@@ -8,12 +8,25 @@ import pytest
 from claimrows import ME, NOW, OTHER, STATES
 
 from relay import claims
-from relay.claims import BUSY, LOST, POLL, RUNNING_OUT, Step
+from relay.claims import BUSY, EXPIRED, FREE, GONE, LOST, MINE, POLL, RUNNING_OUT, Step
 
 
 @pytest.mark.parametrize(("holder", "want"), STATES)
 def test_state(holder: tuple[str, float] | None, want: str) -> None:
     assert claims.state(holder, ME, NOW) == want
+
+
+@pytest.mark.parametrize(("holder", "want"), [
+    # the holder's process known to be gone (its lock file on this host is free)
+    (None, FREE),
+    ((ME, NOW + 100), MINE),
+    ((OTHER, NOW - 1), EXPIRED),  # expired anyway: TAKE, as for any expired claim
+    ((OTHER, NOW), GONE),
+    ((OTHER, NOW + 200), GONE),  # live, but nobody renews it: SEIZE from that owner
+])
+def test_state_of_a_claim_whose_owner_is_gone(holder: tuple[str, float] | None,
+                                              want: str) -> None:
+    assert claims.state(holder, ME, NOW, gone=True) == want
 
 
 DECISIONS = [
@@ -34,13 +47,33 @@ DECISIONS = [
     ((OTHER, NOW + 200), 0.0, Step(False, reply=BUSY)),
     ((OTHER, NOW + 200), -5.0, Step(False, reply=BUSY)),
 ]
+GONE_NOTE = f"claim of {OTHER}: that process is gone (killed?), taking the message over"
+DECISIONS_GONE = [
+    # (holder, seconds of budget left) -> Step, when the holder's process is known to be gone
+    ((OTHER, NOW + 200), 100.0, Step(True, note=GONE_NOTE, seize=OTHER)),
+    ((OTHER, NOW + 200), 0.0, Step(True, note=GONE_NOTE, seize=OTHER)),
+    ((OTHER, NOW - 30), 100.0, DECISIONS[3][2]),  # expired: taken by TAKE, no SEIZE
+    (None, 100.0, Step(True)),
+    ((ME, NOW + 50), 100.0, Step(True)),
+]
+
+
+def same_step(got: Step, want: Step) -> bool:
+    return ((got.take, got.reply, got.note, got.seize) == (want.take, want.reply, want.note,
+                                                          want.seize)
+            and (got.wait == pytest.approx(want.wait) if want.wait is not None
+                 else got.wait is None))
 
 
 @pytest.mark.parametrize(("holder", "left", "want"), DECISIONS)
 def test_decide(holder: tuple[str, float] | None, left: float, want: Step) -> None:
-    got = claims.decide(holder, ME, NOW, left)
-    assert got.take == want.take and got.reply == want.reply and got.note == want.note
-    assert got.wait == pytest.approx(want.wait) if want.wait is not None else got.wait is None
+    assert same_step(claims.decide(holder, ME, NOW, left), want)
+
+
+@pytest.mark.parametrize(("holder", "left", "want"), DECISIONS_GONE)
+def test_decide_when_the_owner_is_gone(holder: tuple[str, float] | None, left: float,
+                                       want: Step) -> None:
+    assert same_step(claims.decide(holder, ME, NOW, left, gone=True), want)
 
 
 def test_the_busy_reply_is_the_one_an_attempt_in_the_same_process_gets() -> None:
