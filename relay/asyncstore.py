@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import lease
 from .outcomes import Outcome
 from .scheme import Scheme
 from .store import Store, StoreError, open_store
@@ -78,6 +79,20 @@ class AsyncStore:
 
     async def set_notice_state(self, identity: str, state: str, reply: str | None) -> None:
         await self.run(lambda s: s.set_notice_state(identity, state, reply))
+
+    # claims across relays (relay.claims decides, relay.lease has the SQL)
+
+    async def claim_holder(self, identity: str) -> tuple[str, float] | None:
+        return await self.run(lambda s: lease.holder(s, identity))
+
+    async def take_claim(self, identity: str, owner: str, now: float, until: float) -> bool:
+        return await self.run(lambda s: lease.take(s, identity, owner, now, until))
+
+    async def seize_claim(self, identity: str, gone: str, owner: str, until: float) -> bool:
+        return await self.run(lambda s: lease.seize(s, identity, gone, owner, until))
+
+    async def release_claim(self, identity: str, owner: str, now: float) -> None:
+        await self.run(lambda s: lease.release(s, identity, owner, now))
 
     # copy outcomes, group-committed
 

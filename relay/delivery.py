@@ -15,10 +15,11 @@ Guarantees (see INTERFACE.md):
   reported (one RFC 3464 notification from `<>`, recorded so a retry never sends a second one);
   451 as soon as anything is temporary (the client retries and resumes); 5xx with the
   upstream's reply when no recipient at all can be delivered.
-* One fan-out per message identity at a time (a retry arriving while copies are still in
-  flight waits for them, or gets 451): no copy is ever sent twice by overlapping attempts.
-  Store errors leave the outcome in memory, stop the fan-out and answer 451 4.3.0, so the retry
-  neither loses nor doubles a copy (as long as the process lives).
+* One delivery per message identity at a time, also across relays sharing the log (a lock
+  here, a claim in the store there: relay.lease); a retry arriving meanwhile waits, or gets
+  451: no copy is ever sent twice by overlapping attempts. Store errors leave the outcome in
+  memory, stop the fan-out and answer 451 4.3.0, so the retry neither loses nor doubles a copy
+  (as long as the process lives). Ordinary mail goes without the store (README, Choices).
 
 The reply window and the time budget: relay.outcomes (`windows`, REPLY_LIMIT).
 """
@@ -28,16 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import analysis, dsn, outcomes
+from . import analysis, claims, dsn, outcomes
 from .asyncstore import AsyncStore
 from .config import Policy, Signature, Upstream
 from .fanout import PREPARE_INLINE, Untouched, send_copies
 from .hashes import message_identity
 from .keys import KeyFileError, Keyring
+from .lease import KEEP, Busy, Claimer
 from .metrics import Metrics
 from .outcomes import PERMFAIL, TEMPFAIL, Outcome, wire_sender
 from .policy import addressed_to_list, expand, is_all_staff, unexpanded_lists
@@ -82,10 +85,7 @@ class Deliverer:
                  members: dict[str, tuple[str, ...]]) -> None:
         self.policy, self.upstream, self.signature = policy, upstream, signature
         self.hostname = hostname  # [listen] hostname: the notices' Reporting-MTA
-        self.pool = pool
-        self.store = store
-        self.keyring = keyring
-        self.members = members
+        self.pool, self.store, self.keyring, self.members = pool, store, keyring, members
         self.stopping = False
         self._stop_reply_by = float("inf")
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -96,6 +96,8 @@ class Deliverer:
         self.metrics = Metrics()  # counted always, served when [metrics] listen is set
         self.analyser: analysis.Analyser | None = None  # see start()
         self._analyses: dict[str, asyncio.Task[fingerprint.Prepared]] = {}
+        self.claimer = Claimer(store, claims.timing(upstream.timeout),  # across relays
+                               signature.key_file.parent / "owners")
 
     async def start(self) -> None:
         """Start the analysis workers and wait for them to be ready."""
@@ -158,19 +160,22 @@ class Deliverer:
                  len(txn.data), (txn.identity or "-")[:16], seconds, reply)
         self.metrics.transaction(txn.fingerprinted, reply, seconds)
 
-    async def _flush_unrecorded(self) -> None:
+    async def _flush_unrecorded(self) -> StoreError | None:
         """Write outcomes the database refused earlier (only final ones are kept, so writing
-        them late never undoes a newer state)."""
+        them late never undoes a newer state); the error when it still cannot."""
         for memo, write in ((self._unrecorded_copies, self.store.set_copy_states),
                             (self._unrecorded_deliveries, self.store.set_delivery_states)):
             for identity in list(memo):
-                await write(identity, outcomes.rows(memo[identity].values()))
+                try:
+                    await write(identity, outcomes.rows(memo[identity].values()))
+                except StoreError as e:
+                    return e
                 memo.pop(identity, None)
+        return None
 
     async def _job(self, txn: Transaction, stop_new: float) -> str:
         try:
-            if self._unrecorded_copies or self._unrecorded_deliveries:
-                await self._flush_unrecorded()
+            unflushed = await self._flush_unrecorded()  # all-staff mail needs it; ordinary not
             for addr in unexpanded_lists(txn.rcpts, self.policy, self.members):
                 log.warning("%s list address <%s> arrived unexpanded: its members will all get "
                             "the same copy; expand it in the MTA before the relay "
@@ -182,10 +187,12 @@ class Deliverer:
                   or addressed_to_list(txn.rcpts, self.policy))
             txn.fingerprinted = fp
             if fp:
+                if unflushed is not None:
+                    raise unflushed
                 return await self._fanout(txn, rcpts, stop_new)
             txn.copies = 1
             return await self._ordinary(txn, rcpts, stop_new)
-        except _Busy:
+        except (_Busy, Busy):
             return "451 4.4.5 an earlier delivery of this message is still in progress"
         except StoreError as e:
             log.error("%s store trouble: %s", txn.qid, e)
@@ -227,18 +234,31 @@ class Deliverer:
             txn.identity = message_identity(txn.data, txn.sender)
         return txn.identity
 
+    async def _read(self, txn: Transaction, read: Awaitable[Any], default: Any, need: bool) -> Any:
+        """A store read; `default` when the store fails and the mail may go without it."""
+        try:
+            return await read
+        except StoreError as e:
+            if need:
+                raise
+            log.error("%s store trouble, delivering without its record: %s", txn.qid, e)
+            return default
+
     # ordinary mail --------------------------------------------------------------------------
 
     async def _ordinary(self, txn: Transaction, rcpts: list[str], stop_new: float,
                         record_all: bool = False) -> str:
         identity = await self._identity_of(txn)
-        async with self._identity(identity, stop_new):
-            prior = await self.store.delivery_states(identity)
-            known = outcomes.recorded(prior)
+        async with (self._identity(identity, stop_new),
+                    self.claimer.held(identity, stop_new, txn.qid, record_all, None) as held):
+            prior = await self._read(txn, self.store.delivery_states(identity), {}, record_all)
+            known = outcomes.recorded(prior) | {
+                k: o for k, (_, o) in self._unrecorded_deliveries.get(identity, {}).items()}
             todo = outcomes.remaining(rcpts, known)
             got: dict[str, Outcome] = {}
-            if todo and self.stopping:
-                got = {r: Outcome(TEMPFAIL, "451 4.3.2 relay shutting down") for r in todo}
+            why = "451 4.3.2 relay shutting down" if self.stopping else held.halt()
+            if todo and why:
+                got = {r: Outcome(TEMPFAIL, why) for r in todo}
             elif todo:
                 got = await self.pool.send(txn.sender, todo, txn.data, txn.mail_options)
                 if outcomes.must_record(record_all, bool(prior), got):
@@ -251,7 +271,7 @@ class Deliverer:
                         if any(o.state == TEMPFAIL for o in got.values()):
                             return "451 4.3.0 local database trouble, try again later"
             states = outcomes.states(rcpts, got, known)
-            return await self._conclude(txn, identity, rcpts, states)
+            return await self._conclude(txn, identity, rcpts, states, record_all)
 
     # fingerprinted mail ----------------------------------------------------------------------
 
@@ -296,7 +316,9 @@ class Deliverer:
             assert prepared.identity == identity
             for reason in prepared.skipped:
                 log.info("%s part left unchanged: %s", txn.qid, reason)
-        async with self._identity(identity, stop_new):
+        signing = (prepared.key_id, prepared.scheme) if prepared and earlier is None else KEEP
+        async with (self._identity(identity, stop_new),
+                    self.claimer.held(identity, stop_new, txn.qid, True, signing) as held):
             if prepared is not None:
                 await self.store.record_message(prepared.log_entry(txn.sender))
             known = outcomes.recorded(await self.store.copy_details(identity))
@@ -307,7 +329,7 @@ class Deliverer:
                 txn, prepared or Untouched(txn.data), identity, todo, stop_new, pool=self.pool,
                 store=self.store, metrics=self.metrics, analyser=self.analyser,
                 analysis_timeout=self.policy.analysis_timeout, stopping=lambda: self.stopping,
-                unrecorded=self._unrecorded_copies)
+                unrecorded=self._unrecorded_copies, lease=held.halt)
             states = outcomes.states(rcpts, results, known)
             return await self._conclude(txn, identity, rcpts, states)
 
@@ -344,14 +366,15 @@ class Deliverer:
     # the reply -------------------------------------------------------------------------------
 
     async def _conclude(self, txn: Transaction, identity: str, rcpts: list[str],
-                        states: dict[str, Outcome]) -> str:
+                        states: dict[str, Outcome], needed: bool = True) -> str:
         c = outcomes.conclude(txn.qid, txn.sender, rcpts, states,
                               (*self.policy.lists, *self.policy.members))
         if c.withheld:
             log.warning("%s %d recipient(s) refused permanently; no notice: %s", txn.qid,
                         len(c.refused), c.withheld)
         elif c.notice_due:
-            notice = await self.store.notice_state(identity)
+            # ordinary mail without the store: the notice goes (a 250 is not retried)
+            notice = await self._read(txn, self.store.notice_state(identity), None, needed)
             if notice is None:
                 n = dsn.build(reporting_mta=self.hostname, sender=txn.sender,
                               failures=[dsn.Failure(r, states[r].reply) for r in c.refused],

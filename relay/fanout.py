@@ -142,13 +142,14 @@ async def send_copies(txn: Transaction, prepared: fingerprint.Prepared | Untouch
                       identity: str, todo: list[str], stop_new: float, *, pool: UpstreamPool,
                       store: AsyncStore, metrics: Metrics, analyser: analysis.Analyser | None,
                       analysis_timeout: float, stopping: Callable[[], bool],
-                      unrecorded: dict[str, dict[str, tuple[str, Outcome]]]
-                      ) -> dict[str, Outcome]:
+                      unrecorded: dict[str, dict[str, tuple[str, Outcome]]],
+                      lease: Callable[[], str | None] = lambda: None) -> dict[str, Outcome]:
     """Send one copy to each recipient of `todo`, `pool.size` at a time; each copy's outcome is
     submitted to the store the moment the upstream answers, and a worker sends its next copy
     only once its previous one is durable (at most one accepted-but-unrecorded copy per
     connection). Stops starting copies at `stop_new`, on `stopping()` or on store trouble
-    (outcomes.halt): the rest are temporary failures, and a final outcome the store could not
+    (outcomes.halt), or when `lease()` says why not (relay.lease.Held.halt: the claim on the
+    message may run out): the rest are temporary failures, and a final outcome the store could not
     take is kept in `unrecorded` (by identity). Returns every recipient's outcome of this
     attempt."""
     loop = asyncio.get_running_loop()
@@ -161,7 +162,7 @@ async def send_copies(txn: Transaction, prepared: fingerprint.Prepared | Untouch
             and todo else None)
 
     def halt() -> str | None:
-        return outcomes.halt(stopping(), loop.time(), stop_new, why[0] if why else None)
+        return outcomes.halt(stopping(), loop.time(), stop_new, why[0] if why else lease())
 
     def give_up(reason: str) -> None:
         left = list(queue)

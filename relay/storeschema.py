@@ -107,6 +107,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN code_version INTEGER NOT NULL DEFAULT 2;
     """,
+    # 8: claims across relays sharing this log (relay.claims): who delivers a message identity
+    # now, until when (seconds since the epoch)
+    """
+    CREATE TABLE claims (identity TEXT PRIMARY KEY, owner TEXT NOT NULL,
+                         expires DOUBLE PRECISION NOT NULL);
+    """,
 ]
 
 

@@ -27,7 +27,7 @@ CORE = [
     "textpart", "charsets", "qp", "b64", "mimewalk", "ambiguity", "mime", "splice",
     "templatepart", "template", "templatebuild", "fingerprint",
     # decisions the shells carry out
-    "limits", "gate", "outcomes",
+    "limits", "gate", "outcomes", "claims",
     # screenshots and the evidence sheet (Pillow and tesseract only where they are called)
     "ocrgaps", "greyimage", "sheetinputs", "sheetwords", "sheetsections", "sheetexcerpts",
     "sheetchart", "evidence",

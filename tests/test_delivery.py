@@ -411,8 +411,9 @@ async def test_store_failing_mid_fanout_never_doubles(cfg: Config, start_relay: 
 async def test_postgresql_down_gives_451_and_back_delivers_each_copy_once(
         cfg: Config, start_relay: StartRelay, sink: Sink, pg_server: PgServer) -> None:
     """The shared log goes away while the relay runs: all-staff mail is 451 4.3.0 and no copy
-    leaves unrecorded; once it is back, the retry delivers every copy exactly once. Stopped
-    again in the middle of a fan-out: 451, and the retry after it sends only the rest."""
+    leaves unrecorded, ordinary mail still passes; once it is back, the retry delivers every
+    copy exactly once. Stopped again in the middle of a fan-out: 451, and the retry after it
+    sends only the rest."""
     cfg = cfg.with_keys(store=dict(url=pg_server.url(pg_server.new_database())),
                       upstream=dict(concurrency=1))
     relay = await start_relay(cfg)
@@ -422,6 +423,11 @@ async def test_postgresql_down_gives_451_and_back_delivers_each_copy_once(
         reply = await smtp_send(relay.port, BOSS, STAFF, data)
         assert reply.startswith("451 4.3.0"), reply
         assert sink.messages == []
+        ordinary = make_message(to="b@example.com", subject="Lunch")  # still passes
+        reply = await smtp_send(relay.port, BOSS, ["b@example.com"], ordinary)
+        assert reply.startswith("250"), reply
+        assert [m.data for m in sink.messages] == [ordinary]
+        sink.messages.clear()
     finally:
         pg_server.start()
     assert (await smtp_send(relay.port, BOSS, STAFF, data)).startswith("250")
@@ -446,6 +452,31 @@ async def test_postgresql_down_gives_451_and_back_delivers_each_copy_once(
             break
     assert_one_copy_each(sink, STAFF)
     assert set((await copies_in_store(relay)).values()) == {ACCEPTED}
+
+
+async def test_ordinary_mail_passes_without_the_store_all_staff_mail_waits(
+        relay, sink: Sink) -> None:
+    """The database gone under the relay (its connection closed: every call fails, as when a
+    database server goes away): ordinary mail is still delivered; a partial delivery is 451 and
+    its retry goes only to the rest (what the process remembers); all-staff mail is 451 4.3.0
+    with nothing sent, never a lost or doubled copy."""
+    await relay.store.run(lambda s: s.db.conn.close())
+    data = make_message(to="b@example.com")
+    rcpts = ["a@example.com", "b@example.com", "c@example.com"]
+    assert (await smtp_send(relay.port, BOSS, rcpts, data)).startswith("250")
+    assert [(m.rcpt_tos, m.data) for m in sink.messages] == [(rcpts, data)]
+    sink.messages.clear()
+    other = make_message(to="b@example.com", subject="Lunch")
+    sink.rcpt_replies["b@example.com"] = "451 4.3.0 try later"
+    assert (await smtp_send(relay.port, BOSS, rcpts, other)).startswith("451")
+    sink.rcpt_replies.clear()
+    assert (await smtp_send(relay.port, BOSS, rcpts, other)).startswith("250")
+    assert [m.rcpt_tos for m in sink.messages] == [["a@example.com", "c@example.com"],
+                                                   ["b@example.com"]]
+    sink.messages.clear()
+    reply = await smtp_send(relay.port, BOSS, STAFF, make_message())
+    assert reply.startswith("451 4.3.0"), reply
+    assert sink.messages == []
 
 
 # --- Postfix smtp-sink as a faulty upstream -------------------------------------------------

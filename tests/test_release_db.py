@@ -21,7 +21,7 @@ from pgserver import PgServer
 
 from relay import keys
 from relay.decoding import decode
-from relay.store import Store
+from relay.store import MIGRATIONS, Store
 from relay.tokens import excerpt_words
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,15 +88,15 @@ def test_the_log_holds_every_code() -> None:
 
 
 def test_upgrade_keeps_every_logged_message_on_code_v2(log_copy: tuple[Path, Path, Path]) -> None:
-    """Opening the released log runs migration 7: every message it holds reads back as code v2
-    (with its own blocks, cut and rules), so retries re-sign it and decodes read it as before;
-    only new mail gets code v3."""
+    """Opening the released log runs migration 7 (and the later ones): every message it holds
+    reads back as code v2 (with its own blocks, cut and rules), so retries re-sign it and
+    decodes read it as before; only new mail gets code v3."""
     from relay.scheme import EVEN, UNITS, V2
 
     db, _, _ = log_copy
     store = Store(db, create=False)
     try:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 7
         ids = [r[0] for r in store.db.execute("SELECT identity FROM messages")]
         schemes = {store.signing_of(i)[1] for i in ids}  # type: ignore[index]
     finally:
