@@ -14,10 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlite_utils
+
 from .store import Store, StoreError
 
 # every table of the log, parents before children (foreign keys), with its columns in order
 TABLES = ("messages", "documents", "shingles", "copies", "deliveries", "notices")
+# not copied: the leases of relays running now (relay.claims); migrate with the relays stopped
+TRANSIENT = ("claims",)
 BATCH = 10_000
 
 
@@ -44,6 +48,10 @@ def migrate(path: Path, url: str) -> Migrated:
 
 
 def _copy(src: Store, dst: Store) -> Migrated:
+    unknown = set(sqlite_utils.Database(src.db.conn).table_names()) - {*TABLES, *TRANSIENT}
+    if unknown:  # a table this version does not know would be left behind: copy nothing
+        raise StoreError(f"{src.name}: table(s) {', '.join(sorted(unknown))} unknown to this "
+                         "relay; migrate with the relay version that wrote them")
     pg = dst.db
     with dst.guard("migrate"):
         held = pg.execute("SELECT count(*) FROM messages").fetchone()[0]

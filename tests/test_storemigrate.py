@@ -63,3 +63,23 @@ def test_refusals_are_one_line(tmp_path: Path, pg_server: PgServer,
     assert "already sets [store] url" in capsys.readouterr().err
     with pytest.raises(StoreError, match="cannot open database"):
         storemigrate.migrate(tmp_path / "relay.db", url.rsplit("/", 1)[0] + "/no_such_db")
+
+
+def test_a_table_unknown_to_this_version_is_never_left_behind(tmp_path: Path,
+                                                              pg_server: PgServer) -> None:
+    """A log written by a newer relay (a table this version does not know) is refused before
+    anything is copied; a claim of a running relay (transient) is not copied."""
+    src = Store(tmp_path / "relay.db")
+    log(src, "m1", [1])
+    src.db.execute("INSERT INTO claims VALUES ('m1', 'mx1/1/x', 1e12)")
+    src.close()
+    url = pg_server.url(pg_server.new_database())
+    assert storemigrate.migrate(tmp_path / "relay.db", url).rows["messages"] == 1
+    dst = Store(url=url)
+    assert dst.db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+    dst.close()
+    src = Store(tmp_path / "relay.db")
+    src.db.execute("CREATE TABLE verdicts (id INTEGER PRIMARY KEY)")
+    src.close()
+    with pytest.raises(StoreError, match="verdicts unknown to this relay"):
+        storemigrate.migrate(tmp_path / "relay.db", pg_server.url(pg_server.new_database()))
