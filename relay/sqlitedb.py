@@ -67,12 +67,11 @@ class SqliteDb:
             if create:
                 _secure_create(path)
             _tighten(path)
-            old = os.umask(0o077)  # -wal/-shm/-journal: never readable by others
-            try:
-                conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-                conn.execute("PRAGMA journal_mode=WAL")
-            finally:
-                os.umask(old)
+            # SQLite gives -wal/-shm/-journal the database file's mode (0600), whatever the
+            # umask; no os.umask() here: it is process-wide, and two threads opening stores at
+            # once could leave it at 0077 for the whole process
+            conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             self.conn = conn

@@ -161,6 +161,33 @@ def test_database_from_a_newer_relay_is_refused(tmp_path: Path) -> None:
         Store(p)
 
 
+def test_companions_are_0600_whatever_the_umask_which_is_left_alone(tmp_path: Path) -> None:
+    """-wal and -shm take the database file's 0600 even under umask 0 (SQLite copies the
+    file's mode), so opening a store never touches the process-wide umask: eight threads
+    opening stores at once leave it as it was (a saved-and-restored umask raced between
+    threads and stayed 0077, and Postfix, started later by the same process, could not read
+    its own queue)."""
+    import threading
+
+    old = os.umask(0)
+    try:
+        s = Store(tmp_path / "r.db")
+        record(s, "id1")
+        for f in [tmp_path / "r.db", tmp_path / "r.db-wal", tmp_path / "r.db-shm"]:
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+        s.close()
+        os.umask(0o022)
+        threads = [threading.Thread(target=lambda i=i: Store(tmp_path / f"t{i}.db").close())
+                   for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
+
+
 def test_loose_modes_of_an_existing_database_are_tightened(tmp_path: Path, caplog) -> None:
     import logging
 
