@@ -53,7 +53,8 @@ def start_relay(tmp: Path, port: int, upstream: int, concurrency: int,
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = speed.relay_config(tmp, port, upstream, concurrency)
     if url:
-        cfg.write_text(cfg.read_text().replace("[store]\n", f'[store]\nurl = "{url}"\n'))
+        # url instead of path: a config naming both is refused (they are different logs)
+        cfg.write_text(cfg.read_text().replace('path = "relay.db"', f'url = "{url}"'))
     log = open(tmp / "relay.log", "ab")  # noqa: SIM115
     p = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(cfg)],
                          cwd=ROOT, stderr=log, env=dict(os.environ, PYTHONPATH=str(ROOT)))
