@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgserver import PASSWORD_ROLE, Backend, PgServer
@@ -17,6 +19,29 @@ from pgserver import PASSWORD_ROLE, Backend, PgServer
 from relay import store as store_mod
 from relay.scheme import EVEN, UNITS, V2, V3, Scheme
 from relay.store import ACCEPTED, PENDING, PERMFAIL, TEMPFAIL, Store, StoreError
+
+
+def at_once(fn: Callable[[Any], object], n: int,
+            setup: Callable[[], Any] = lambda: None) -> list[BaseException]:
+    """n threads each run setup(), wait for one another, then fn(what setup gave), all at
+    the same moment; what they raised."""
+    go = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        arg = setup()
+        go.wait()
+        try:
+            fn(arg)
+        except BaseException as e:  # noqa: BLE001 (returned to the test)
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def record(s: Store, identity: str) -> None:
@@ -167,8 +192,6 @@ def test_companions_are_0600_whatever_the_umask_which_is_left_alone(tmp_path: Pa
     opening stores at once leave it as it was (a saved-and-restored umask raced between
     threads and stayed 0077, and Postfix, started later by the same process, could not read
     its own queue)."""
-    import threading
-
     old = os.umask(0)
     try:
         s = Store(tmp_path / "r.db")
@@ -177,12 +200,8 @@ def test_companions_are_0600_whatever_the_umask_which_is_left_alone(tmp_path: Pa
             assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
         s.close()
         os.umask(0o022)
-        threads = [threading.Thread(target=lambda i=i: Store(tmp_path / f"t{i}.db").close())
-                   for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        files = iter(range(8))
+        assert at_once(lambda _: Store(tmp_path / f"t{next(files)}.db").close(), 8) == []
         assert os.umask(0o022) == 0o022
     finally:
         os.umask(old)
@@ -243,31 +262,19 @@ def test_message_logged_once_and_read_back(tmp_path: Path, backend: Backend) -> 
 def test_two_relays_record_the_same_message_at_once(tmp_path: Path, backend: Backend) -> None:
     """Two connections (two relays on one database) log one identity at the same moment: one
     message, its documents once, both return without error."""
-    import threading
-
     backend.store(tmp_path / "r.db").close()
-    go = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def log() -> None:
-        s = backend.store(tmp_path / "r.db")  # each relay its own connection, in its thread
-        go.wait()
+    def log(s: Store) -> None:
         try:
             s.record_message(identity="same", key_id="k1", scheme=Scheme(V3, 0.15, 48, UNITS, 1),
                              sender="a@example.com", message_id=None, subject=None, date=None,
                              size=10, documents=[("1", "plain", b"\0" * 16, b"\1")],
                              doc_shingles=[range(2000)])
-        except BaseException as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
         finally:
             s.close()
 
-    threads = [threading.Thread(target=log) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    # each relay its own connection, opened in its thread before they start together
+    assert at_once(log, 2, lambda: backend.store(tmp_path / "r.db")) == []
     s = backend.store(tmp_path / "r.db")
     assert s.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
     assert len(s.documents_of("same")) == 1
@@ -363,25 +370,8 @@ def test_schema_from_a_newer_relay_is_refused_on_postgresql(pg: tuple[PgServer, 
 def test_two_relays_starting_at_once_migrate_once(pg: tuple[PgServer, str]) -> None:
     """Both open an empty database at the same moment: one creates the tables, the other
     waits on the advisory lock and finds them there."""
-    import threading
-
     _, url = pg
-    go = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        go.wait()
-        try:
-            Store(url=url).close()
-        except BaseException as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert at_once(lambda _: Store(url=url).close(), 4) == []
     s = Store(url=url)
     assert s.db.version() == len(store_mod.MIGRATIONS)
     assert s.db.execute("SELECT count(*) FROM relay_schema").fetchone()[0] == 1
