@@ -8,7 +8,7 @@ import binascii
 import re
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .textpart import Skip, UnsafeEdit
 
@@ -144,3 +144,34 @@ def line_of(body: bytes, lines: Sequence[int], pos: int) -> tuple[int, int, int,
     if ce > ls and body[ce - 1] == 10:
         ce -= 2 if ce - 1 > ls and body[ce - 2] == 13 else 1
     return k, ls, le, ce
+
+
+def edited_lines(body: bytes, lines: Sequence[int], ops: Sequence[tuple[int, int, bytes, int]]
+                 ) -> Iterator[tuple[int, int, int, bytes, list[tuple[int, int]]]]:
+    """The encoded lines that edits touch, in order. `ops`: (start, end, new bytes, tag) on
+    the encoded body, sorted. For each line: its start, end (after its line ending), content
+    end, its new content (before wrapping), and (tag, offset in that content of the edit's
+    new bytes) per edit. UnsafeEdit when edits are out of order or overlap, cross a line end,
+    or leave a line ending in whitespace."""
+    i = 0
+    while i < len(ops):
+        _, ls, le, ce = line_of(body, lines, ops[i][0])  # earlier lines: all their ops used
+        pieces: list[bytes] = []
+        placed: list[tuple[int, int]] = []
+        size, p = 0, ls
+        while i < len(ops) and ops[i][0] < le:
+            a, b, new, tag = ops[i]
+            if a < p or b > ce:
+                raise UnsafeEdit("edits overlap or cross a quoted-printable line end")
+            pieces.append(body[p:a])
+            size += a - p
+            placed.append((tag, size))
+            pieces.append(new)
+            size += len(new)
+            p = b
+            i += 1
+        pieces.append(body[p:ce])
+        content = b"".join(pieces)
+        if content[-1:] in (b" ", b"\t"):
+            raise UnsafeEdit("quoted-printable line would end in whitespace")
+        yield ls, le, ce, content, placed

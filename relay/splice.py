@@ -127,48 +127,30 @@ def _render_qp(part: TextPart, bedits: list[tuple[int, int, bytes]]) -> bytes:
     body, dec = part.body, part.decoded
     where, lines = part.qp_map, part.qp_lines
     assert where is not None and lines is not None
-    ops: list[tuple[int, int, bytes]] = []  # (a, b, new) on the body, in order
+    ops: list[tuple[int, int, bytes, int]] = []  # (a, b, new, -1) on the body, in order
     for bs, be, new_b in bedits:
         if bs == be:  # pure insertion before decoded byte bs
             if bs >= len(dec):
                 raise UnsafeEdit("insertion at the end of the body")
             a = where[bs]
-            ops.append((a, a, qp.encode(new_b, False)))
+            ops.append((a, a, qp.encode(new_b, False), -1))
             continue
         key = ("qp", bs, be)
         if key in part.memo:
             a, b, rest, at_line_end = part.memo[key]
-            ops.append((a, b, qp.encode(new_b, at_line_end)))
+            ops.append((a, b, qp.encode(new_b, at_line_end), -1))
             ops.extend(rest)
             continue
         # the encoded run: one segment per encoded line it spans (soft breaks in between)
         a, b, spans, at_line_end = qp.encoded_run(body, where, bs, be)
-        rest = [(s, e, b"") for s, e in spans]
+        rest = [(s, e, b"", -1) for s, e in spans]
         if len(part.memo) < MEMO_MAX:
             part.memo[key] = a, b, rest, at_line_end
-        ops.append((a, b, qp.encode(new_b, at_line_end)))
+        ops.append((a, b, qp.encode(new_b, at_line_end), -1))
         ops.extend(rest)
     out: list[bytes] = []
     pos = 0
-    i, nops = 0, len(ops)
-    while i < nops:
-        _, ls, le, ce = qp.line_of(body, lines, ops[i][0])
-        if ls < pos:
-            raise UnsafeEdit("edits out of order")
-        pieces: list[bytes] = []
-        p = ls
-        while i < nops and ops[i][0] < le:
-            a, b, new = ops[i]
-            if a < p or b > ce:
-                raise UnsafeEdit("edits overlap or cross a quoted-printable line end")
-            pieces.append(body[p:a])
-            pieces.append(new)
-            p = b
-            i += 1
-        pieces.append(body[p:ce])
-        content = b"".join(pieces)
-        if content[-1:] in (b" ", b"\t"):
-            raise UnsafeEdit("quoted-printable line would end in whitespace")
+    for ls, le, ce, content, _ in qp.edited_lines(body, lines, ops):
         out.append(body[pos:ls])
         out.append(qp.wrap(content, body[ce:le] or part.eol))
         pos = ce

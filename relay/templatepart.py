@@ -178,47 +178,26 @@ def _qp_base(part: TextPart, carriers: Sequence[Carrier], marks: Sequence[Mark]
     at = [0] * len(carriers)
     out: list[bytes] = []
     size = pos = 0
-    i, nops = 0, len(ops)
-    while i < nops:
-        li, ls, le, ce = qp.line_of(body, lines, ops[i][0])
-        if ls < pos:
-            raise NoTemplate("edits out of order")
-        pieces: list[bytes] = []
-        rel: list[int] = []
-        who: list[int] = []
-        clen = 0
-        p = ls
-        while i < nops and ops[i][0] < le:
-            a, b, new, k = ops[i]
-            if a < p or b > ce:
-                raise NoTemplate("edits overlap or cross a quoted-printable line end")
-            pieces.append(body[p:a])
-            clen += a - p
-            if k >= 0:
-                rel.append(clen)
-                who.append(k)
-            pieces.append(new)
-            clen += len(new)
-            p = b
-            i += 1
-        pieces.append(body[p:ce])
-        content = b"".join(pieces)
-        if content[-1:] in (b" ", b"\t"):
-            raise NoTemplate("quoted-printable line would end in whitespace")
-        eol = body[ce:le] or part.eol
-        grow = [len(inserts[k]) for k in who]
-        if not who or len(content) + sum(grow) <= QP_LINE_MAX:
-            line = qp.wrap(content, eol)  # as the reference makes it
-            moved = rel
-        else:
-            line, moved = _qp_break(content, rel, grow, eol)
-        out.append(body[pos:ls])
-        size += ls - pos
-        for k, r in zip(who, moved, strict=True):
-            at[k] = size + r
-        out.append(line)
-        size += len(line)
-        pos = ce
+    try:
+        for ls, le, ce, content, placed in qp.edited_lines(body, lines, ops):
+            who = [k for k, _ in placed if k >= 0]
+            rel = [r for k, r in placed if k >= 0]
+            eol = body[ce:le] or part.eol
+            grow = [len(inserts[k]) for k in who]
+            if not who or len(content) + sum(grow) <= QP_LINE_MAX:
+                line = qp.wrap(content, eol)  # as the reference makes it
+                moved = rel
+            else:
+                line, moved = _qp_break(content, rel, grow, eol)
+            out.append(body[pos:ls])
+            size += ls - pos
+            for k, r in zip(who, moved, strict=True):
+                at[k] = size + r
+            out.append(line)
+            size += len(line)
+            pos = ce
+    except UnsafeEdit as e:
+        raise NoTemplate(str(e)) from None
     out.append(body[pos:])
     return PartBase(part, b"".join(out), at, inserts)
 

@@ -12,7 +12,7 @@ from mimesamples import QP, apply, body, crlf, doubling_edits, email_text
 from relay import qp
 from relay.mime import text_parts
 from relay.splice import render
-from relay.textpart import Skip
+from relay.textpart import Skip, UnsafeEdit
 
 
 def test_quoted_printable_trailing_whitespace_is_skipped() -> None:
@@ -148,3 +148,18 @@ def test_encoded_run_and_line_of() -> None:
     assert qp.line_of(body, lines, 2) == (0, 0, 9, 7)
     assert qp.line_of(body, lines, 11) == (1, 9, 15, 13)
     assert qp.line_of(body, lines, 16) == (2, 15, 19, 19)
+
+
+def test_edited_lines_groups_edits_per_encoded_line() -> None:
+    body = b"one two=\r\nthree\r\nfour five\r\n"
+    lines = [0, 10, 17]
+    ops = [(3, 4, b"  ", 0), (8, 8, b"", -1), (21, 22, b"=20 ", 1)]
+    got = list(qp.edited_lines(body, lines, ops))
+    assert got == [(0, 10, 8, b"one  two=", [(0, 3), (-1, 9)]),
+                   (17, 28, 26, b"four=20 five", [(1, 4)])]
+    for bad, why in [([(21, 22, b" ", 0), (3, 4, b" ", 1)], "overlap"),  # out of order
+                     ([(3, 5, b" ", 0), (4, 5, b" ", 1)], "overlap"),
+                     ([(3, 9, b" ", 0)], "line end"),
+                     ([(4, 8, b" ", 0)], "end in whitespace")]:
+        with pytest.raises(UnsafeEdit, match=why):
+            list(qp.edited_lines(body, lines, bad))
