@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import re
 from collections.abc import Mapping, Sequence
+from typing import AnyStr
 
 from . import qp
 from .textpart import CHECKPOINT, LINE_MAX, TextPart, UnsafeEdit, label
@@ -58,15 +59,17 @@ def check_edits(part: TextPart, edits: Sequence[tuple[int, int, str]]
     return out
 
 
-def apply(text: str, edits: Sequence[tuple[int, int, str]]) -> str:
-    pieces: list[str] = []
+def apply(text: AnyStr, edits: Sequence[tuple[int, int, AnyStr]]) -> AnyStr:
+    """`text` (str or bytes) with each (start, end, new) edit made, edits sorted."""
+    pieces: list[AnyStr] = []
     pos = 0
     for start, end, new in edits:
         pieces.append(text[pos:start])
         pieces.append(new)
         pos = end
     pieces.append(text[pos:])
-    return "".join(pieces)
+    return text[:0].join(pieces)
+
 
 
 def byte_edits(part: TextPart, edits: Sequence[tuple[int, int, str]]
@@ -96,19 +99,10 @@ def byte_edits(part: TextPart, edits: Sequence[tuple[int, int, str]]
     return out
 
 
-def splice(data: bytes, edits: Sequence[tuple[int, int, bytes]]) -> bytes:
-    pieces: list[bytes] = []
-    pos = 0
-    for start, end, new in edits:
-        pieces.append(data[pos:start])
-        pieces.append(new)
-        pos = end
-    pieces.append(data[pos:])
-    return b"".join(pieces)
 
 
 def _render_identity(part: TextPart, bedits: list[tuple[int, int, bytes]]) -> bytes:
-    body = splice(part.body, bedits)
+    body = apply(part.body, bedits)
     shift = 0
     for start, end, new in bedits:
         if part.cte == "7bit" and not new.isascii():

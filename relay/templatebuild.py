@@ -59,7 +59,7 @@ def _check_part(part: TextPart, got: TextPart, carriers: Sequence[Carrier],
             return f"a line over {LINE_MAX} octets"
         edits = sorted([*marks, *((s, e, ins + single if b else single) for (s, e, single, ins), b
                                   in zip(carriers, bits.tolist(), strict=True))])
-        ref = splice.splice(part.body, splice.byte_edits(part, splice.check_edits(part, edits)))
+        ref = splice.apply(part.body, splice.byte_edits(part, splice.check_edits(part, edits)))
         if body != ref:
             return "other bytes than the reference"
     return None
